@@ -1,0 +1,82 @@
+"""Step time of the anchored model against `anchor=None`, measured in one run.
+
+    python bench/anchor_overhead.py [--size 64] [--batch 16] [--steps 10] [--rounds 5] [--json]
+
+Every mode is built, compiled and warmed up (graph traced) first; then the modes are
+timed in interleaved rounds of `--steps` `train_on_batch` calls, so drift in machine load
+hits all of them alike. Reported: the median seconds per step of each mode and its ratio
+to `None`. Targets on CPU (issue 2): at most 1.05 for "shadow"/"inplace"; "branch" runs
+the final block twice and its cost is reported, not bounded.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODES = (None, "shadow", "inplace", "branch")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="efficientnetb0")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd"])
+    parser.add_argument("--policy", default="float32")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    import keras_mamsf as mamsf
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, size=(args.batch, args.size, args.size, 3)).astype("float32")
+    y = (rng.random((args.batch, 14)) < 0.2).astype("float32")
+    models = {}
+    for mode in MODES:
+        keras.utils.set_random_seed(0)
+        model = mamsf.build_model(args.backbone, (args.size, args.size, 3), anchor=mode, dtype_policy=args.policy)
+        optimizer = keras.optimizers.AdamW(1e-4) if args.optimizer == "adamw" else keras.optimizers.SGD(1e-3)
+        model.compile(optimizer=optimizer, loss="binary_crossentropy")
+        started = time.perf_counter()
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        print(f"warm-up {mode!s:>8}: {time.perf_counter() - started:.1f} s (graph trace included)", flush=True)
+        models[mode] = model
+
+    times = {mode: [] for mode in MODES}
+    for _ in range(args.rounds):
+        for mode, model in models.items():
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                loss = model.train_on_batch(x, y)
+            times[mode].append((time.perf_counter() - started) / args.steps)
+        assert np.isfinite(loss)
+
+    base = statistics.median(times[None])
+    report = {
+        "backbone": args.backbone, "size": args.size, "batch": args.batch, "policy": args.policy,
+        "optimizer": args.optimizer, "steps_per_round": args.steps, "rounds": args.rounds,
+        "seconds_per_step": {str(mode): statistics.median(t) for mode, t in times.items()},
+        "ratio_to_none": {str(mode): statistics.median(t) / base for mode, t in times.items()},
+        "anchor_steps": {str(m): int(models[m].anchor_layers[0].step.numpy()) for m in MODES if m},
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for mode in MODES:
+            key = str(mode)
+            print(f"{key:>8}: {report['seconds_per_step'][key] * 1000:8.1f} ms/step   ratio to None {report['ratio_to_none'][key]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

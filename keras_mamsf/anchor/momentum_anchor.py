@@ -1,0 +1,228 @@
+"""`MomentumAnchor`: a block plus a slowly-evolving (EMA) copy of its weights."""
+
+import keras
+from keras import ops
+
+from keras_mamsf.anchor.schedule import anchor_decay
+
+ANCHOR_MODES = ("branch", "shadow", "inplace", None)
+
+
+@keras.saving.register_keras_serializable(package="keras_mamsf")
+class MomentumAnchor(keras.layers.Layer):
+    """Wraps a block (usually the backbone's final stage) and keeps its momentum anchor.
+
+    After every real optimizer update (see `MomentumAnchoredModel.train_step`):
+
+        theta_bar <- m_t * theta_bar + (1 - m_t) * theta
+
+    for every floating-point weight of the block, BatchNorm moving statistics included,
+    with `m_t = anchor_decay(t, decay, warmup, ...)` and `t` the number of earlier real
+    updates. The anchor `theta_bar` lives in float32 variables owned by this layer
+    (never trainable, `aggregation="mean"` so replicas agree; the int step counter uses
+    `"only_first_replica"`). They start as copies of the online weights.
+
+    What the mode changes:
+
+    - `"branch"`: the forward pass runs the block twice, with the online weights and
+      (in inference mode) with the anchor weights, and returns both feature maps
+      concatenated on the channel axis. Gradients reach the input through both paths;
+      the anchor weights get none.
+    - `"shadow"`: training runs the online block only; inference (`training` falsy:
+      `evaluate`, `predict`, export) runs the block with the anchor weights. This is
+      Keras' `use_ema` + `SwapEMAWeights` restricted to this block, without swapping:
+      the anchor weights are read in place, so no state can be left swapped.
+    - `"inplace"`: after the update the online weights are set to the anchor
+      (theta <- theta_bar). For plain SGD this equals scaling the block's learning rate
+      by (1 - m) (and, for BatchNorm statistics, using momentum
+      1 - (1 - m) * (1 - bn_momentum)); `tests/test_anchor_modes.py` shows it.
+    - `None`: no anchor at all; the ablation baseline with the same head.
+
+    `features(x)` returns `(online_features, anchor_features)` in every mode (for `None`
+    both are the online features); `feature_model()` uses it.
+    """
+
+    def __init__(
+        self,
+        block,
+        mode="branch",
+        decay=0.999,
+        warmup=True,
+        warmup_gamma=1.0,
+        warmup_power=2.0 / 3.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(mode, str) and mode.lower() == "none":
+            mode = None
+        if mode not in ANCHOR_MODES:
+            raise ValueError(
+                f"anchor mode {mode!r} is not one of {ANCHOR_MODES}: use 'branch' (the paper's "
+                "reference branch), 'shadow', 'inplace' or None (no anchor)"
+            )
+        if not 0.0 <= float(decay) < 1.0:
+            raise ValueError(f"anchor decay must be in [0, 1), got {decay!r}")
+        if warmup_gamma <= 0 or warmup_power <= 0:
+            raise ValueError(
+                f"anchor warmup gamma and power must be positive, got {warmup_gamma!r}, {warmup_power!r}"
+            )
+        if not isinstance(block, keras.layers.Layer):
+            raise TypeError(f"MomentumAnchor wraps a keras Layer or Model, got {type(block).__name__}")
+        self.block = block
+        self.mode = mode
+        self.decay = float(decay)
+        self.warmup = bool(warmup)
+        self.warmup_gamma = float(warmup_gamma)
+        self.warmup_power = float(warmup_power)
+        self._online_weights = []
+        self._anchor_weights = []
+        self.step = None
+
+    def build(self, input_shape):
+        if not self.block.built:
+            self.block.build(input_shape)
+        self._online_weights = [w for w in self.block.weights if _is_floating(w)]
+        if self.mode is not None:
+            self._anchor_weights = [
+                self.add_weight(
+                    shape=w.shape,
+                    dtype="float32",
+                    initializer=_copy_of(w),
+                    trainable=False,
+                    autocast=False,
+                    aggregation="mean",
+                    name=w.path.replace("/", "_"),
+                )
+                for w in self._online_weights
+            ]
+            self.step = self.add_weight(
+                shape=(),
+                dtype="int32",
+                initializer="zeros",
+                trainable=False,
+                aggregation="only_first_replica",
+                name="anchor_step",
+            )
+        self.built = True
+
+    # -- forward -------------------------------------------------------------------
+    def call(self, inputs, training=None):
+        shadow_inference = self.mode == "shadow" and not training
+        online = None if shadow_inference else self.block(inputs, training=training)
+        needs_anchor = self.mode == "branch" or shadow_inference
+        anchor = self._anchor_forward(inputs) if needs_anchor else None
+        return self.merge(online, anchor, training)
+
+    def features(self, inputs):
+        """`(online, anchor)` feature maps in inference mode (both online for mode None)."""
+        online = self.block(inputs, training=False)
+        anchor = online if self.mode is None else self._anchor_forward(inputs)
+        return online, anchor
+
+    def merge(self, online, anchor, training=None):
+        """What the layer hands on: both maps concatenated for "branch", else one of them."""
+        if self.mode == "branch":
+            return ops.concatenate([online, anchor], axis=-1)
+        if self.mode == "shadow" and not training and anchor is not None:
+            return anchor
+        return online
+
+    def _anchor_forward(self, inputs):
+        if self.mode is None:
+            return None
+        # Run the online block's own graph with the anchor values substituted for its
+        # variables. Every variable the block reads must be mapped: on JAX the unmapped
+        # ones are purged during fit.
+        paired = {id(w) for w in self._online_weights}
+        mapping = list(zip(self._online_weights, self._anchor_weights))
+        mapping += [(v, v.value) for v in self.block.variables if id(v) not in paired]
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.block(inputs, training=False)
+
+    # -- the anchor update ---------------------------------------------------------
+    def update_anchor(self, did_update=True):
+        """One EMA step; a no-op (counter included) where `did_update` is false or the
+        online weights hold a non-finite value.
+
+        `did_update` is a boolean scalar (tensor or Python bool): whether the optimizer
+        really changed the weights in this step (a float16 step skipped by the loss
+        scaler did not). Written with `keras.ops` only, so the same code runs in a TF
+        graph, under `torch.no_grad()` and inside a JAX `StatelessScope`.
+        """
+        if self.mode is None:
+            return
+        # A diverged step (non-finite online weights) never reaches the anchor, so training
+        # can fall back on it; TerminateOnNaN in the default callbacks then stops the run.
+        finite = [ops.all(ops.isfinite(online.value)) for online in self._online_weights]
+        did_update = ops.logical_and(ops.cast(did_update, "bool"), ops.all(ops.stack(finite)))
+        m = anchor_decay(
+            self.step.value, self.decay, self.warmup, self.warmup_gamma, self.warmup_power
+        )
+        for online, anchor in zip(self._online_weights, self._anchor_weights):
+            blended = m * anchor.value + (1.0 - m) * ops.cast(online.value, "float32")
+            new_anchor = ops.where(did_update, blended, anchor.value)
+            anchor.assign(new_anchor)
+            if self.mode == "inplace":
+                online.assign(ops.cast(new_anchor, online.dtype))
+        self.step.assign(self.step.value + ops.cast(did_update, "int32"))
+
+    def anchor_pairs(self):
+        """`[(online_variable, anchor_variable), ...]`; empty for mode None."""
+        return list(zip(self._online_weights, self._anchor_weights))
+
+    @property
+    def anchor_variables(self):
+        """The variables this layer owns: the anchor weights and the step counter."""
+        return list(self._anchor_weights) + ([self.step] if self.step is not None else [])
+
+    @property
+    def anchored_layer_names(self):
+        """Names of the block's layers whose weights the anchor covers."""
+        return [layer.name for layer in _leaf_layers(self.block) if any(_is_floating(w) for w in layer.weights)]
+
+    @property
+    def block_layer_names(self):
+        """Names of every layer of the block (activations, SE reshapes... included)."""
+        return [layer.name for layer in _leaf_layers(self.block)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "block": keras.saving.serialize_keras_object(self.block),
+                "mode": self.mode,
+                "decay": self.decay,
+                "warmup": self.warmup,
+                "warmup_gamma": self.warmup_gamma,
+                "warmup_power": self.warmup_power,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["block"] = keras.saving.deserialize_keras_object(config["block"])
+        return cls(**config)
+
+
+def _is_floating(variable):
+    return "float" in str(variable.dtype)
+
+
+def _copy_of(variable):
+    # A fresh buffer, never an alias: on JAX a shared buffer breaks buffer donation.
+    def initializer(shape, dtype=None):
+        return ops.cast(ops.copy(variable.value), dtype or "float32")
+
+    return initializer
+
+
+def _leaf_layers(layer):
+    for sub in getattr(layer, "layers", []):
+        if isinstance(sub, keras.layers.InputLayer):
+            continue
+        if getattr(sub, "layers", None):
+            yield from _leaf_layers(sub)
+        else:
+            yield sub

@@ -1,0 +1,110 @@
+"""EfficientNet backbones from `keras.applications`, split into a trunk and a final block.
+
+The split is found from layer names (`blockNx_*` stages and `top_*`), not hard-coded per
+variant, so every B0-B7 and V2 variant splits the same way: the final block is the last
+stage plus `top_conv`/`top_bn`/`top_activation`.
+"""
+
+import os
+import re
+
+import keras
+
+BACKBONES = {
+    "efficientnetb0": keras.applications.EfficientNetB0,
+    "efficientnetb1": keras.applications.EfficientNetB1,
+    "efficientnetb2": keras.applications.EfficientNetB2,
+    "efficientnetb3": keras.applications.EfficientNetB3,
+    "efficientnetb4": keras.applications.EfficientNetB4,
+    "efficientnetb5": keras.applications.EfficientNetB5,
+    "efficientnetb6": keras.applications.EfficientNetB6,
+    "efficientnetb7": keras.applications.EfficientNetB7,
+    "efficientnetv2b0": keras.applications.EfficientNetV2B0,
+    "efficientnetv2b1": keras.applications.EfficientNetV2B1,
+    "efficientnetv2b2": keras.applications.EfficientNetV2B2,
+    "efficientnetv2b3": keras.applications.EfficientNetV2B3,
+    "efficientnetv2s": keras.applications.EfficientNetV2S,
+}
+
+_STAGE = re.compile(r"^block(\d+)[a-z]+_")
+
+
+def load_backbone(name, input_shape, weights=None):
+    """The `keras.applications` model `name` without its top, for RGB `input_shape`.
+
+    `weights`: None (random init), "imagenet" (downloaded by Keras on first use and
+    cached under ~/.keras/models), or the path of a weights file for that variant
+    without top (`.weights.h5`, or the `*_notop.h5` files Keras publishes).
+    """
+    key = str(name).lower()
+    if key not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")
+    if weights not in (None, "imagenet"):
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"backbone weights file {path} does not exist: pass weights=None, 'imagenet' or an existing file"
+            )
+        if not path.endswith(".h5"):
+            raise ValueError(f"backbone weights file {path} must be a .weights.h5 or Keras *_notop.h5 weights file")
+        weights = path
+    try:
+        return BACKBONES[key](include_top=False, weights=weights, input_shape=tuple(input_shape))
+    except Exception as error:  # Keras raises a bare Exception when the download fails
+        if weights != "imagenet":
+            raise
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise RuntimeError(
+            f"could not get the ImageNet weights for {key} ({reason}); offline, use weights=None "
+            f"(train from scratch), weights=PATH to a local {key}_notop.h5 or .weights.h5 file, "
+            "or copy Keras' file into ~/.keras/models/ once"
+        ) from None
+
+
+def last_stage_prefix(backbone):
+    """`"blockN"` for the highest stage number N among the backbone's layer names."""
+    stages = [int(m.group(1)) for m in (_STAGE.match(layer.name) for layer in backbone.layers) if m]
+    if not stages:
+        raise ValueError(
+            f"backbone {backbone.name} has no 'blockN..._' layers: pass anchor_layers=(prefixes...) explicitly"
+        )
+    return f"block{max(stages)}"
+
+
+def split_backbone(backbone, anchor_layers=None):
+    """Split `backbone` into `(trunk, final_block)` sharing its layers.
+
+    `anchor_layers`: layer-name prefixes that select the final block; by default the
+    last stage and `top_`. The selected layers must be the whole tail of the network
+    (everything from the first selected layer to the output), so the block is a
+    single-input, single-output graph; otherwise the error names the offending layers.
+    """
+    prefixes = tuple(anchor_layers) if anchor_layers else (last_stage_prefix(backbone), "top_")
+    if not prefixes or not all(isinstance(p, str) and p for p in prefixes):
+        raise ValueError(f"anchor_layers must be non-empty layer-name prefixes, got {anchor_layers!r}")
+    selected = [layer for layer in backbone.layers if layer.name.startswith(prefixes)]
+    if not selected:
+        raise ValueError(
+            f"no layer of {backbone.name} starts with {', '.join(prefixes)}; "
+            f"its last stage is {last_stage_prefix(backbone)!r}"
+        )
+    first = selected[0]
+    inputs = first._inbound_nodes[0].input_tensors  # node 0: the call inside the backbone
+    if len(inputs) != 1:
+        raise ValueError(f"layer {first.name} has several inputs; the final block must start at a single-input layer")
+    cut = inputs[0]
+    trunk = keras.Model(backbone.inputs, cut, name="trunk")
+    block = keras.Model(cut, backbone.outputs[0], name="final_block")
+    in_block = {layer.name for layer in block.layers if not isinstance(layer, keras.layers.InputLayer)}
+    wanted = {layer.name for layer in selected}
+    if in_block != wanted:
+        extra = sorted(in_block - wanted)
+        missing = sorted(wanted - in_block)
+        detail = f"not selected but between them: {', '.join(extra[:5])}" if extra else ""
+        if missing:
+            detail += ("; " if detail else "") + f"selected but not on the path to the output: {', '.join(missing[:5])}"
+        raise ValueError(
+            f"anchor_layers {prefixes} do not select the final part of {backbone.name} ({detail}); "
+            "choose prefixes that cover every layer from the first selected one to the output"
+        )
+    return trunk, block

@@ -1,0 +1,41 @@
+"""The `mamsf` command."""
+
+import argparse
+import sys
+
+from keras_mamsf.cli import demo
+
+SUBCOMMANDS = {"demo": demo}
+
+
+class CommandError(Exception):
+    """A bad input or state the user can fix; printed as one line, exit status 1."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mamsf",
+        description="Momentum-Anchored Multi-Scale Fusion for chest X-ray classification.",
+    )
+    from keras_mamsf.version import __version__
+
+    parser.add_argument("--version", action="version", version=f"keras-mamsf {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in SUBCOMMANDS.items():
+        module.add_parser(commands, name)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except (CommandError, ValueError, FileNotFoundError, OSError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"mamsf {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

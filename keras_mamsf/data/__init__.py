@@ -1,0 +1,3 @@
+from keras_mamsf.data.toy import toy_dataset
+
+__all__ = ["toy_dataset"]

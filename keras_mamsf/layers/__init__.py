@@ -1,0 +1,4 @@
+from keras_mamsf.layers.grayscale_to_rgb import GrayscaleToRGB
+from keras_mamsf.layers.multi_scale_fusion import MultiScaleFusion
+
+__all__ = ["GrayscaleToRGB", "MultiScaleFusion"]

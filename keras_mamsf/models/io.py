@@ -1,0 +1,34 @@
+"""Saving and loading `.keras` files: atomic writes, `safe_mode=True`, no legacy `.h5`."""
+
+import os
+
+import keras
+
+from keras_mamsf.utils.atomic import atomic_path
+
+
+def save_model(model, path):
+    """Save `model` to a `.keras` file atomically (a crash never leaves a half file)."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: models are saved as .keras files; use a name ending in .keras")
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+    return path
+
+
+def load_model(path, compile=True):
+    """Load a `.keras` model with `safe_mode=True` (no arbitrary code in the file runs)."""
+    path = os.fspath(path)
+    if path.endswith((".h5", ".hdf5")):
+        raise ValueError(
+            f"{path}: legacy HDF5 model files are refused (they can carry code); "
+            "re-save the model as .keras with Keras 3"
+        )
+    if not path.endswith(".keras"):
+        raise ValueError(f"{path}: expected a .keras model file")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    import keras_mamsf  # noqa: F401  registers the package's serializable classes
+
+    return keras.saving.load_model(path, compile=compile, safe_mode=True)

@@ -1,0 +1,34 @@
+"""Atomic file writes: write beside the target, then rename over it."""
+
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path in the target's folder; renames it to `path` on success.
+
+    The temporary name keeps the target's suffix (Keras picks the format from it).
+    On error the temporary file is removed and `path` is left as it was.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    base = os.path.basename(path)
+    suffix = ".weights.h5" if base.endswith(".weights.h5") else os.path.splitext(base)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)  # writers such as Keras refuse or append to an existing file
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path, text):
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)

@@ -1,0 +1,83 @@
+"""Acceptance 7 and the backbone options: every variant splits by layer names; weights; grayscale."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mamsf as mamsf
+from keras_mamsf.backbones import load_backbone, split_backbone
+from conftest import IMAGE, batch, tiny_model
+
+LAST_STAGE = {name: ("block6" if "v2" in name else "block7") for name in mamsf.BACKBONES}
+
+
+@pytest.mark.parametrize("name", sorted(mamsf.BACKBONES))
+def test_every_variant_builds_and_reports_what_it_anchors(name):
+    model = tiny_model("branch", backbone=name)
+    names = model.anchored_layer_names()
+    stage = LAST_STAGE[name]
+    print(f"{name}: anchors {len(model.anchor_pairs())} variables in {names[0]} .. {names[-1]}")
+    assert names[0].startswith(f"{stage}a_") and names[-1] == "top_activation"
+    assert {"top_conv", "top_bn"} <= set(names)
+    assert all(n.startswith((stage, "top_")) for n in names)
+    trunk = model.get_layer("trunk")
+    assert not any(layer.name.startswith((stage, "top_")) for layer in trunk.layers)
+    assert any(layer.name.startswith(f"block{int(stage[-1]) - 1}") for layer in trunk.layers)
+    expected = sum(len(layer.weights) for layer in model.anchor_layers[0].block.layers)
+    assert len(model.anchor_pairs()) == expected
+    probs = model(batch(2)[0]).numpy()
+    assert probs.shape == (2, 3) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_custom_anchor_layers_and_their_errors():
+    backbone = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
+    _, block = split_backbone(backbone, anchor_layers=("block6", "block7", "top_"))
+    assert block.layers[1].name == "block6a_expand_conv"
+    with pytest.raises(ValueError, match="no layer of efficientnetb0 starts with nope; its last stage is 'block7'"):
+        split_backbone(backbone, anchor_layers=("nope",))
+    with pytest.raises(ValueError, match=r"do not select the final part of efficientnetb0 \(not selected but between"):
+        split_backbone(backbone, anchor_layers=("block7a_project",))
+    with pytest.raises(ValueError, match="unknown backbone 'resnet50'"):
+        load_backbone("resnet50", (IMAGE, IMAGE, 3))
+
+
+def test_imagenet_offline_fails_in_one_line(monkeypatch):
+    from keras.src.applications import efficientnet
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/x.h5: None -- [Errno -3] no network")
+
+    monkeypatch.setattr(efficientnet.file_utils, "get_file", offline)
+    with pytest.raises(RuntimeError) as error:
+        mamsf.build_model(input_shape=(IMAGE, IMAGE, 3), weights="imagenet")
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("could not get the ImageNet weights for efficientnetb0 (URL fetch failure")
+    assert "weights=None" in message and "weights=PATH" in message
+
+
+def test_weights_from_a_local_file(tmp_path):
+    source = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
+    path = tmp_path / "b0_notop.weights.h5"
+    source.save_weights(path)
+    model = tiny_model(None, weights=str(path))
+    trunk = model.get_layer("trunk")
+    np.testing.assert_array_equal(
+        trunk.get_layer("stem_conv").kernel.numpy(), source.get_layer("stem_conv").kernel.numpy()
+    )
+    np.testing.assert_array_equal(
+        model.anchor_layers[0].block.get_layer("top_conv").kernel.numpy(), source.get_layer("top_conv").kernel.numpy()
+    )
+    with pytest.raises(FileNotFoundError, match="missing.weights.h5 does not exist"):
+        tiny_model(None, weights=str(tmp_path / "missing.weights.h5"))
+
+
+def test_grayscale_input_equals_tiled_rgb():
+    rgb = tiny_model("branch")
+    gray = tiny_model("branch", input_shape=(IMAGE, IMAGE, 1))
+    assert gray.input_shape == (None, IMAGE, IMAGE, 1)
+    gray.set_weights(rgb.get_weights())
+    x = batch(2, channels=1)[0]
+    np.testing.assert_allclose(gray.predict(x, verbose=0), rgb.predict(np.repeat(x, 3, axis=-1), verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="input_shape must have 1 \\(grayscale\\) or 3 channels"):
+        tiny_model("branch", input_shape=(IMAGE, IMAGE, 4))

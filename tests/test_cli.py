@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keras_mamsf.cli.main import main
+from keras_mamsf.labels import CHESTXRAY14_LABELS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_the_subcommands():
+    result = subprocess.run([sys.executable, "-m", "keras_mamsf.cli.main", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "demo" in result.stdout
+    result = subprocess.run([sys.executable, "-m", "keras_mamsf.cli.main", "demo", "--help"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and "SYNTHETIC" in result.stdout and "--json" in result.stdout
+
+
+def test_bad_input_is_one_line_and_non_zero(capsys):
+    assert main(["demo", "--images", "4"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mamsf demo: error: --images must be >= 8") and "\n" not in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--anchor", "sometimes"])
+    assert exit_info.value.code == 2
+
+
+def test_demo_trains_saves_and_reloads(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--images", "16", "--size", "32", "--epochs", "1",
+                 "--batch-size", "8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((out / "demo.json").read_text())
+    assert report["data"].startswith("SYNTHETIC")
+    assert report["anchor_step"] == report["optimizer_steps"] == 2  # 12 training images, batch 8
+    assert report["reload_max_abs_diff"] == 0.0
+    per_class = report["auc"]["per_class"]
+    assert list(per_class) == list(CHESTXRAY14_LABELS)
+    unscored = [name for name, entry in per_class.items() if entry["auc"] is None]
+    assert unscored == report["auc"]["classes_unscored"]
+    assert report["auc"]["classes_scored"] + len(unscored) == 14
+    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "model.keras"]
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = 'python3 -m venv .venv && . .venv/bin/activate && pip install -q -e ".[test]" && python -m pytest -q tests'
+    assert f"```bash\n{command}\n```" in readme
+    assert command in ci

@@ -1,0 +1,52 @@
+"""Acceptance 4 (a float16 overflow step changes nothing) and 5 (bfloat16 stays finite)."""
+
+import keras
+import numpy as np
+
+import keras_mamsf as mamsf
+from conftest import batch, tiny_model, values
+
+
+def test_float16_overflow_step_changes_neither_weights_nor_anchor(float32_policy):
+    model = tiny_model("branch", dtype_policy="mixed_float16", anchor_decay=0.9, anchor_warmup=False)
+    assert keras.config.dtype_policy().name == "float32"  # the build did not leak its policy
+    assert model.dtype_policy.name == "mixed_float16"
+    assert model.get_layer("logits").compute_dtype == "float32"
+    assert model.get_layer("probs").compute_dtype == "float32"
+    # A loss scale of 2**60 overflows every float16 gradient: the step must be skipped.
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05), initial_scale=2.0**60)
+    model.compile(optimizer=optimizer, loss="binary_crossentropy")
+    x, y = batch()
+    model.predict(x, verbose=0)
+    # Trainable weights: the forward pass still updates BatchNorm moving statistics on a
+    # skipped step, as in every framework (PyTorch's GradScaler too); the anchor does not.
+    online = model.trainable_variables
+    anchors = [a for _, a in model.anchor_pairs()]
+    online_before, anchor_before = values(online), values(anchors)
+
+    model.train_on_batch(x, y)
+    assert int(model.optimizer.iterations.numpy()) == 0
+    assert float(model.optimizer.dynamic_scale.numpy()) == 2.0**59
+    assert int(model.anchor_layers[0].step.numpy()) == 0
+    for before, after in zip(online_before + anchor_before, values(online) + values(anchors)):
+        np.testing.assert_array_equal(before, after)
+
+    # Once the scale is sane, a step goes through and the anchor advances (the test can fail).
+    model.optimizer.dynamic_scale.assign(2.0**10)
+    model.train_on_batch(x, y)
+    assert int(model.optimizer.iterations.numpy()) == 1
+    assert int(model.anchor_layers[0].step.numpy()) == 1
+    assert any(not np.array_equal(b, a) for b, a in zip(anchor_before, values(anchors)))
+    assert all(a.dtype == "float32" for a in anchors)
+
+
+def test_bfloat16_training_stays_finite_for_20_steps(float32_policy):
+    model = tiny_model("branch", dtype_policy="mixed_bfloat16")
+    assert model.get_layer("probs").compute_dtype == "float32"
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="binary_crossentropy")
+    x, y = batch(40, seed=2)
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0, callbacks=mamsf.default_callbacks())
+    assert int(model.optimizer.iterations.numpy()) == 20
+    assert int(model.anchor_layers[0].step.numpy()) == 20
+    assert np.isfinite(history.history["loss"]).all()
+    assert all(np.isfinite(v).all() for v in values(model.weights))
