@@ -176,13 +176,8 @@ class MomentumAnchor(keras.layers.Layer):
         return list(self._anchor_weights) + ([self.step] if self.step is not None else [])
 
     @property
-    def anchored_layer_names(self):
-        """Names of the block's layers whose weights the anchor covers."""
-        return [layer.name for layer in _leaf_layers(self.block) if any(_is_floating(w) for w in layer.weights)]
-
-    @property
     def block_layer_names(self):
-        """Names of every layer of the block (activations, SE reshapes... included)."""
+        """Names of the block's layers: the layers the anchor covers (weightless ones included)."""
         return [layer.name for layer in _leaf_layers(self.block)]
 
     def get_config(self):
