@@ -24,7 +24,7 @@ class MomentumAnchoredModel(keras.Model):
     to revive a functional subclass from a `.keras` file).
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, **kwargs):  # exactly this signature: Keras revives it as functional
         super().__init__(*args, **kwargs)
 
     # -- introspection -------------------------------------------------------------
@@ -53,7 +53,7 @@ class MomentumAnchoredModel(keras.Model):
         The view shares this model's layers and variables: it always sees the current
         weights. Inference mode throughout.
         """
-        (anchor_layer,) = self._single_anchor_layer()
+        anchor_layer = self._single_anchor_layer()
         before = keras.Model(self.inputs, anchor_layer.input)
         after = keras.Model(anchor_layer.output, self.output)
         image = keras.Input(shape=self.inputs[0].shape[1:], name="image", dtype=self.inputs[0].dtype)
@@ -70,7 +70,7 @@ class MomentumAnchoredModel(keras.Model):
         layers = self.anchor_layers
         if len(layers) != 1:
             raise ValueError(f"{self.name} has {len(layers)} MomentumAnchor layers; feature_model() needs exactly one")
-        return layers
+        return layers[0]
 
     # -- training ------------------------------------------------------------------
     def train_step(self, *args):
@@ -78,7 +78,7 @@ class MomentumAnchoredModel(keras.Model):
         if backend not in SUPPORTED_TRAINING_BACKENDS:
             raise NotImplementedError(
                 f"MomentumAnchoredModel trains on the TensorFlow backend in this release (KERAS_BACKEND={backend}); "
-                "set KERAS_BACKEND=tensorflow to train. Loading, inference and evaluation work on every backend."
+                "set KERAS_BACKEND=tensorflow to train (JAX and PyTorch training is planned, not there yet)"
             )
         (data,) = args
         iterations_before = ops.copy(self.optimizer.iterations)
