@@ -31,6 +31,13 @@ def values(variables):
     return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
 
 
+def copy_dropout_seeds(source, target):
+    """Give `target` the dropout RNG state of `source` (seed states are not weights)."""
+    seeds = [[v for v in m.variables if "seed_generator_state" in v.path] for m in (source, target)]
+    for src, dst in zip(*seeds, strict=True):
+        dst.assign(src.numpy())
+
+
 @pytest.fixture
 def float32_policy():
     """Restores the global dtype policy after a test that changes it."""

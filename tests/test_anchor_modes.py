@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import batch, tiny_model, values
+from conftest import batch, copy_dropout_seeds, tiny_model, values
 
 DECAY = 0.8
 LR = 0.01
@@ -108,9 +108,7 @@ def test_shadow_evaluates_with_ema_weights_and_trains_with_online_ones():
     np.testing.assert_allclose(shadow.evaluate(x, y, verbose=0), float(twin_loss), atol=1e-5)
 
     copy_shared_weights(shadow, twin)  # online weights this time, and the same dropout seeds
-    seeds = [[v for v in m.variables if "seed_generator_state" in v.path] for m in (shadow, twin)]
-    for src, dst in zip(*seeds, strict=True):
-        dst.assign(src.numpy())
+    copy_dropout_seeds(shadow, twin)
     np.testing.assert_allclose(shadow(x, training=True).numpy(), twin(x, training=True).numpy(), atol=1e-6)
     with pytest.raises(AssertionError):
         np.testing.assert_allclose(shadow.predict(x, verbose=0), twin.predict(x, verbose=0), atol=1e-6)

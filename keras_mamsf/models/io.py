@@ -29,6 +29,4 @@ def load_model(path, compile=True):
         raise ValueError(f"{path}: expected a .keras model file")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such model file")
-    import keras_mamsf  # noqa: F401  registers the package's serializable classes
-
     return keras.saving.load_model(path, compile=compile, safe_mode=True)
