@@ -1,4 +1,8 @@
+import json
 import os
+import subprocess
+import sys
+import tempfile
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -44,3 +48,59 @@ def float32_policy():
     previous = keras.config.dtype_policy()
     yield
     keras.config.set_dtype_policy(previous)
+
+
+# -- other backends, in child processes ------------------------------------------------
+# Keras fixes its backend per process, so each backend's checks run in one child process
+# (tests/backend_worker.py). They start in the background as soon as test_backends.py is
+# collected: their XLA compiles and the TensorFlow tests' graph tracing are both mostly
+# single-threaded, so on 2 cores they largely overlap.
+BACKEND_CHECKS = {
+    "tensorflow": ["ema", "distribute"],
+    "jax": ["ema", "save", "bfloat16", "distribute"],
+    "torch": ["ema", "save"],
+}
+WORKER_TIMEOUT_S = 1200
+_workers = {}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # The backend tests wait for the workers: run them last, so the rest of the suite overlaps.
+    items.sort(key=lambda item: item.path.name == "test_backends.py")
+
+
+def pytest_collection_finish(session):
+    if any(item.path.name == "test_backends.py" for item in session.items):
+        root = tempfile.mkdtemp(prefix="mamsf_workers_")
+        for backend in BACKEND_CHECKS:
+            _workers[backend] = _launch_worker(backend, os.path.join(root, backend))
+
+
+def pytest_sessionfinish(session):
+    for process, _ in _workers.values():
+        if process.poll() is None:
+            process.kill()
+
+
+def _launch_worker(backend, out_dir):
+    os.makedirs(out_dir)
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
+    if backend == "jax":
+        # Two CPU "devices" for DataParallel; optimization level 0 cuts XLA's CPU compile
+        # time and changes none of the figures the checks look at.
+        env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+    log = open(os.path.join(out_dir, "log.txt"), "w")
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backend_worker.py")
+    command = [sys.executable, worker, out_dir, *BACKEND_CHECKS[backend]]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log.name
+
+
+def worker_report(backend):
+    """The JSON report of `backend`'s worker (waits for it); the test fails with its log tail."""
+    process, log_path = _workers[backend]
+    process.wait(timeout=WORKER_TIMEOUT_S)
+    with open(log_path) as log:
+        output = log.read()
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    assert process.returncode == 0 and lines, f"{backend} worker failed:\n{output[-4000:]}"
+    return json.loads(lines[-1][len("RESULT ") :])

@@ -30,10 +30,12 @@ def test_bad_input_is_one_line_and_non_zero(capsys):
 
 def test_demo_trains_saves_and_reloads(tmp_path, capsys):
     out = tmp_path / "demo"
+    # --distribute mirrored on this one-CPU process: MirroredStrategy with a single replica.
     assert main(["demo", "--out", str(out), "--images", "16", "--size", "32", "--epochs", "1",
-                 "--batch-size", "8", "--json"]) == 0
+                 "--batch-size", "8", "--distribute", "mirrored", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report == json.loads((out / "demo.json").read_text())
+    assert (report["backend"], report["distribute"], report["replicas"]) == ("tensorflow", "mirrored", 1)
     assert report["data"].startswith("SYNTHETIC")
     assert report["anchor_step"] == report["optimizer_steps"] == 2  # 12 training images, batch 8
     assert report["reload_max_abs_diff"] == 0.0

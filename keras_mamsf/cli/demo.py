@@ -20,6 +20,11 @@ def add_parser(commands, name):
     parser.add_argument("--anchor", default="branch", choices=["branch", "shadow", "inplace", "none"])
     parser.add_argument("--loss", default="asl", choices=["bce", "weighted_bce", "focal", "asl"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--distribute", default="none", choices=["none", "auto", "mirrored", "multiworker", "data_parallel"],
+        help="multi-device training: mirrored / multiworker (TensorFlow), data_parallel / multiworker (JAX), "
+        "auto = the backend's single-host engine (default: none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(run=run)
     return parser
@@ -36,25 +41,28 @@ def run(args):
     import keras_mamsf as mamsf
     from keras_mamsf.data import toy_dataset
     from keras_mamsf.metrics import per_class_auc
+    from keras_mamsf.training import distributed, replica_count
     from keras_mamsf.utils import write_text_atomic
 
     keras.utils.set_random_seed(args.seed)
     x, y = toy_dataset(args.images, args.size, args.seed)
     split = int(0.75 * len(x))
-    model = mamsf.build_model(
-        input_shape=(args.size, args.size, 1),
-        anchor=None if args.anchor == "none" else args.anchor,
-        fusion_filters=64,
-    )
-    model.compile(
-        optimizer=keras.optimizers.AdamW(1e-3),
-        loss=mamsf.losses.get_loss(args.loss, labels=y[:split] if args.loss == "weighted_bce" else None),
-    )
-    history = model.fit(
-        x[:split], y[:split], batch_size=args.batch_size, epochs=args.epochs,
-        verbose=0 if args.json else 2, callbacks=mamsf.default_callbacks(),
-    )
-    probs = model.predict(x[split:], verbose=0)
+    with distributed(args.distribute) as engine:  # --batch-size is the global batch
+        model = mamsf.build_model(
+            input_shape=(args.size, args.size, 1),
+            anchor=None if args.anchor == "none" else args.anchor,
+            fusion_filters=64,
+        )
+        model.compile(
+            optimizer=keras.optimizers.AdamW(1e-3),
+            loss=mamsf.losses.get_loss(args.loss, labels=y[:split] if args.loss == "weighted_bce" else None),
+        )
+        history = model.fit(
+            x[:split], y[:split], batch_size=args.batch_size, epochs=args.epochs,
+            verbose=0 if args.json else 2, callbacks=mamsf.default_callbacks(),
+        )
+        probs = model.predict(x[split:], verbose=0)
+        replicas = replica_count(engine)
     auc = per_class_auc(y[split:], probs, mamsf.CHESTXRAY14_LABELS)
 
     os.makedirs(args.out, exist_ok=True)
@@ -65,6 +73,9 @@ def run(args):
     report = {
         "data": "SYNTHETIC toy blobs (not chest X-rays), ChestX-ray14 label frequencies",
         "images": {"train": split, "eval": len(x) - split, "size": args.size},
+        "backend": keras.backend.backend(),
+        "distribute": args.distribute,
+        "replicas": replicas,
         "anchor": args.anchor,
         "anchor_step": None if layer.step is None else int(layer.step.numpy()),
         "optimizer_steps": int(model.optimizer.iterations.numpy()),
@@ -80,6 +91,7 @@ def run(args):
         print(json.dumps(report, indent=2))
     else:
         print(f"data: {report['data']}; train {split}, eval {len(x) - split}, {args.size} px")
+        print(f"backend {report['backend']}, distribute {args.distribute} ({replicas} replica(s))")
         print(f"anchor {args.anchor}: {report['anchor_step']} anchor updates over {report['optimizer_steps']} optimizer steps")
         print(f"final train loss ({args.loss}): {report['final_train_loss']:.4f}")
         for label, entry in auc["per_class"].items():

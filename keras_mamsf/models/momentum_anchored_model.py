@@ -5,9 +5,6 @@ from keras import ops
 
 from keras_mamsf.anchor.momentum_anchor import MomentumAnchor
 
-SUPPORTED_TRAINING_BACKENDS = ("tensorflow",)
-
-
 @keras.saving.register_keras_serializable(package="keras_mamsf")
 class MomentumAnchoredModel(keras.Model):
     """A functional model containing `MomentumAnchor` layers.
@@ -74,23 +71,65 @@ class MomentumAnchoredModel(keras.Model):
 
     # -- training ------------------------------------------------------------------
     def train_step(self, *args):
+        """The backend's own step, then one anchor update per `MomentumAnchor` layer.
+
+        TensorFlow and PyTorch: `train_step(data) -> logs`, the variables change in
+        place (on PyTorch the update runs under `torch.no_grad()`). JAX:
+        `train_step(state, data) -> (logs, state)` is stateless, so the update runs
+        inside a `keras.StatelessScope` over the returned state and its results go back
+        through that state (a plain `assign` would hit the variables that `fit` purges).
+        The same `MomentumAnchor.update_anchor` code runs on all three.
+        """
         backend = keras.backend.backend()
-        if backend not in SUPPORTED_TRAINING_BACKENDS:
+        if backend == "jax":
+            return self._jax_train_step(*args)
+        if backend not in ("tensorflow", "torch"):
             raise NotImplementedError(
-                f"MomentumAnchoredModel trains on the TensorFlow backend in this release (KERAS_BACKEND={backend}); "
-                "set KERAS_BACKEND=tensorflow to train (JAX and PyTorch training is planned, not there yet)"
+                f"MomentumAnchoredModel cannot train on the {backend!r} backend; "
+                "set KERAS_BACKEND to tensorflow, jax or torch"
             )
         (data,) = args
         iterations_before = ops.copy(self.optimizer.iterations)
         logs = super().train_step(data)
-        self._update_anchors(iterations_before)
+        if backend == "torch":
+            import torch
+
+            with torch.no_grad():
+                self._update_anchors(iterations_before)
+        else:
+            self._update_anchors(iterations_before)
         return logs
+
+    def _jax_train_step(self, state, data):
+        optimizer_variables = self.optimizer.variables
+        iterations_index = _index_of(self.optimizer.iterations, optimizer_variables)
+        iterations_before = state[2][iterations_index]
+        logs, state = super().train_step(state, data)
+        trainable, non_trainable, optimizer_values, metrics = state
+        mapping = (
+            list(zip(self.trainable_variables, trainable))
+            + list(zip(self.non_trainable_variables, non_trainable))
+            + list(zip(optimizer_variables, optimizer_values))
+        )
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            self._update_anchors(iterations_before)
+        # "inplace" also writes online weights (trainable ones and BN statistics).
+        trainable = [scope.get_current_value(v) for v in self.trainable_variables]
+        non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
+        return logs, (trainable, non_trainable, optimizer_values, metrics)
 
     def _update_anchors(self, iterations_before):
         iterations = ops.convert_to_tensor(self.optimizer.iterations)
         did_update = ops.greater(iterations, iterations_before)
         for layer in self.anchor_layers:
             layer.update_anchor(did_update)
+
+
+def _index_of(variable, variables):
+    for index, candidate in enumerate(variables):
+        if candidate is variable:
+            return index
+    raise ValueError(f"{variable.path} is not among the optimizer's variables")
 
 
 class _AnchorFeatures(keras.layers.Layer):

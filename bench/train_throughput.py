@@ -1,0 +1,289 @@
+"""Training throughput (images/s) of the anchored model against `anchor=None`, one run, any backend.
+
+    python bench/train_throughput.py [--backend jax] [--policy auto] [--size 224] [--batch 256]
+        [--modes none,branch,shadow,inplace] [--steps 20] [--rounds 5] [--peer timm] [--json]
+
+What it measures: `model.fit` on synthetic tensors created on the device (a generator
+that yields the same batch, so the input pipeline is not in the figure; on TensorFlow a
+repeated `tf.data` tensor). Each mode is built, compiled and warmed up with one short
+`fit`; then the modes are timed in interleaved rounds of one `fit(steps_per_epoch=--steps)`
+each, the order rotating from round to round. A `fit` call ends by syncing the device, so
+the wall time of the call covers the work. Reported per mode: the median images/s over
+rounds, the median of the per-round ratio to `None`, the last loss (finite or not) and the
+anchor's step counter against the optimizer's iterations.
+
+`--policy auto` is `mixed_bfloat16` on a GPU and `float32` otherwise. `--peer timm` (PyTorch,
+timm and a CUDA GPU needed) first measures timm's `efficientnet_b0` in a child process on
+the same batch shape (AMP bfloat16, channels_last, AdamW, BCE-with-logits; compiled with
+`torch.compile` and eager) and prints our/peer ratios for the `--peer-mode` model.
+`--budget-s` stops the timed rounds early (after at least one), so a fixed device lease
+still gets every figure.
+
+Targets (issue 3, GPU): anchored/None >= 0.97 for "shadow"/"inplace", >= 0.90 for "branch";
+MAMSF-B0 at 224 px, JAX, mixed_bfloat16 >= 1.1x timm efficientnet_b0 compiled.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ALL_MODES = ("none", "branch", "shadow", "inplace")
+NUM_CLASSES = 14
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "jax"),
+                        choices=["jax", "tensorflow", "torch"])
+    parser.add_argument("--policy", default="auto", help="auto | float32 | mixed_bfloat16 | mixed_float16")
+    parser.add_argument("--backbone", default="efficientnetb0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--modes", default=",".join(ALL_MODES),
+                        help="comma-separated anchor modes; 'none' (the baseline) is always measured")
+    parser.add_argument("--steps", type=int, default=20, help="optimizer steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup-steps", type=int, default=3)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--budget-s", type=float, default=None, help="stop the timed rounds after this many seconds")
+    parser.add_argument("--peer", choices=["timm"], default=None)
+    parser.add_argument("--peer-mode", default="branch", help="our model that the peer ratio is taken for")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--report", default=None, help="also write the JSON report to this file (atomically)")
+    parser.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    modes = [m.strip().lower() for m in args.modes.split(",") if m.strip()]
+    unknown = sorted(set(modes) - set(ALL_MODES))
+    if unknown:
+        parser.error(f"unknown anchor mode(s) {unknown}: choose from {', '.join(ALL_MODES)}")
+    args.modes = ["none"] + [m for m in modes if m != "none"]
+    if args.peer and args.peer_mode not in args.modes:
+        parser.error(f"--peer-mode {args.peer_mode} is not among --modes {args.modes}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.peer_worker:
+        print("PEER " + json.dumps(measure_timm(args)), flush=True)
+        return
+    # The peer runs first, in its own process, so the two frameworks never hold the GPU together.
+    peer = run_peer(args) if args.peer else None
+    os.environ["KERAS_BACKEND"] = args.backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    report = measure_ours(args)
+    if peer is not None:
+        report["peer"] = peer
+        ours = report["images_per_second"][args.peer_mode]
+        report["ours_over_peer"] = {
+            f"{args.peer_mode}/{name}": ours / value for name, value in peer["images_per_second"].items()
+        }
+    if args.report:
+        from keras_mamsf.utils import write_text_atomic
+
+        write_text_atomic(args.report, json.dumps(report, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+
+
+# -- ours ------------------------------------------------------------------------------
+def measure_ours(args):
+    import keras
+    from keras import ops
+
+    import keras_mamsf as mamsf
+
+    device = _device_name(keras.backend.backend())
+    policy = args.policy
+    if policy == "auto":
+        policy = "mixed_bfloat16" if device.startswith("gpu") else "float32"
+    keras.utils.set_random_seed(0)
+    x = keras.random.uniform((args.batch, args.size, args.size, 3), 0.0, 255.0, seed=1)
+    y = ops.cast(keras.random.uniform((args.batch, NUM_CLASSES), seed=2) < 0.2, "float32")
+    print(f"backend {keras.backend.backend()} on {device}, policy {policy}, {args.backbone} {args.size}px, "
+          f"batch {args.batch}", flush=True)
+
+    models, solo, warmup = {}, {}, {}
+    for mode in args.modes:
+        keras.utils.set_random_seed(0)
+        model = mamsf.build_model(
+            args.backbone, (args.size, args.size, 3), num_classes=NUM_CLASSES,
+            anchor=None if mode == "none" else mode, dtype_policy=policy,
+        )
+        model.compile(optimizer=keras.optimizers.AdamW(args.learning_rate), loss="binary_crossentropy")
+        started = time.perf_counter()
+        warmup_loss = _fit(model, x, y, args.warmup_steps)
+        warmup[mode] = time.perf_counter() - started
+        elapsed, loss = _timed_fit(model, x, y, args.steps)
+        solo[mode] = args.batch * args.steps / elapsed
+        print(f"  {mode:>8}: warm-up {warmup[mode]:6.1f} s (compile included, loss {warmup_loss:.4f}), "
+              f"first timing {solo[mode]:8.1f} img/s (loss {loss:.4f})", flush=True)
+        models[mode] = model
+
+    seconds = {mode: [] for mode in args.modes}
+    losses = {}
+    started = time.perf_counter()
+    for round_index in range(args.rounds):
+        shift = round_index % len(args.modes)
+        for mode in args.modes[shift:] + args.modes[:shift]:
+            elapsed, losses[mode] = _timed_fit(models[mode], x, y, args.steps)
+            seconds[mode].append(elapsed)
+        print(f"  round {round_index + 1}: " + ", ".join(
+            f"{m} {args.batch * args.steps / seconds[m][-1]:.1f} img/s loss {losses[m]:.4f}" for m in args.modes
+        ), flush=True)
+        if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
+            print(f"  budget of {args.budget_s:.0f} s reached after {round_index + 1} round(s)", flush=True)
+            break
+
+    images = args.batch * args.steps
+    report = {
+        "backend": keras.backend.backend(), "device": device, "policy": policy, "backbone": args.backbone,
+        "size": args.size, "batch": args.batch, "steps_per_round": args.steps, "rounds": len(seconds["none"]),
+        "warmup_seconds": warmup,
+        "first_timing_images_per_second": solo,
+        "images_per_second": {m: images / statistics.median(s) for m, s in seconds.items()},
+        "ratio_to_none": {
+            m: statistics.median(b / a for a, b in zip(s, seconds["none"])) for m, s in seconds.items()
+        },
+        "final_loss": losses,
+        "loss_finite": {m: bool(_finite(v)) for m, v in losses.items()},
+        "anchor_steps": {
+            m: [int(ops.convert_to_numpy(models[m].anchor_layers[0].step)),
+                int(ops.convert_to_numpy(models[m].optimizer.iterations))]
+            for m in args.modes if m != "none"
+        },
+    }
+    return report
+
+
+def _fit(model, x, y, steps):
+    history = model.fit(_batches(model, x, y), steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
+    return history.history["loss"][-1]
+
+
+def _timed_fit(model, x, y, steps):
+    started = time.perf_counter()
+    loss = _fit(model, x, y, steps)
+    return time.perf_counter() - started, float(loss)
+
+
+def _batches(model, x, y):
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.data.Dataset.from_tensors((x, y)).repeat()
+
+    def forever():  # the same device-resident batch: no host copy, no input pipeline
+        while True:
+            yield x, y
+
+    return forever()
+
+
+def _device_name(backend):
+    if backend == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"{device.platform}:{getattr(device, 'device_kind', '')}"
+    if backend == "torch":
+        import torch
+
+        return f"gpu:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return f"gpu:{gpus[0].name}" if gpus else "cpu"
+
+
+def _finite(value):
+    return value == value and abs(value) != float("inf")
+
+
+# -- the peer: timm efficientnet_b0 ------------------------------------------------------
+def run_peer(args):
+    command = [sys.executable, os.path.abspath(__file__), "--peer-worker", "--size", str(args.size),
+               "--batch", str(args.batch), "--steps", str(args.steps), "--rounds", str(args.rounds),
+               "--learning-rate", str(args.learning_rate)]
+    print("peer: timm efficientnet_b0 in a child process ...", flush=True)
+    completed = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("PEER ")]
+    if completed.returncode != 0 or not lines:
+        tail = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SystemExit(f"train_throughput: the timm peer failed: {tail[0]}")
+    peer = json.loads(lines[-1][5:])
+    for name, value in peer["images_per_second"].items():
+        print(f"  timm efficientnet_b0 {name}: {value:8.1f} img/s (loss {peer['final_loss'][name]:.4f})", flush=True)
+    return peer
+
+
+def measure_timm(args):
+    try:
+        import timm
+        import torch
+    except ImportError as error:
+        raise SystemExit(f"--peer timm needs PyTorch and timm installed ({error})")
+    if not torch.cuda.is_available():
+        raise SystemExit("--peer timm needs a CUDA GPU (the reference figures are GPU figures)")
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, device="cuda").contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(args.batch, NUM_CLASSES, device="cuda") < 0.2).float()
+    report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "timm": timm.__version__,
+              "images_per_second": {}, "warmup_seconds": {}, "final_loss": {}}
+    for name, compiled in (("compiled", True), ("eager", False)):
+        model = timm.create_model("efficientnet_b0", num_classes=NUM_CLASSES).cuda()
+        model = model.to(memory_format=torch.channels_last).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+        criterion = torch.nn.BCEWithLogitsLoss()
+        forward = torch.compile(model) if compiled else model
+
+        def step():
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = criterion(forward(x).float(), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return loss
+
+        started = time.perf_counter()
+        for _ in range(max(args.warmup_steps, 3)):
+            step()
+        torch.cuda.synchronize()
+        report["warmup_seconds"][name] = time.perf_counter() - started
+        rounds = []
+        for _ in range(args.rounds):
+            started = time.perf_counter()
+            for _ in range(args.steps):
+                loss = step()
+            torch.cuda.synchronize()
+            rounds.append(time.perf_counter() - started)
+        report["images_per_second"][name] = args.batch * args.steps / statistics.median(rounds)
+        report["final_loss"][name] = float(loss)
+        del model, optimizer, forward
+        torch.cuda.empty_cache()
+    return report
+
+
+def print_report(report):
+    print(f"\n{report['backbone']} {report['size']}px batch {report['batch']}, {report['backend']} on "
+          f"{report['device']}, {report['policy']}, {report['rounds']} round(s) of {report['steps_per_round']} steps")
+    for mode, value in report["images_per_second"].items():
+        loss = report["final_loss"][mode]
+        steps = report["anchor_steps"].get(mode)
+        counter = f"   anchor step {steps[0]} / optimizer iterations {steps[1]}" if steps else ""
+        print(f"{mode:>8}: {value:9.1f} img/s   ratio to none {report['ratio_to_none'][mode]:.3f}   "
+              f"last loss {loss:.4f}{'' if report['loss_finite'][mode] else ' (NOT FINITE)'}{counter}")
+    for name, ratio in report.get("ours_over_peer", {}).items():
+        print(f"ours/peer ({name}): {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()

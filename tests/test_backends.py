@@ -1,0 +1,85 @@
+"""Issue 3: training on TensorFlow, JAX and PyTorch; multi-device; JAX -> TensorFlow round trip.
+
+Keras picks its backend once per process, so each backend's checks run in one child process
+(`backend_worker.py`); this module asserts on the JSON it prints. The TensorFlow child uses 2
+logical CPU devices (MirroredStrategy) and the JAX child 2 forced host devices (DataParallel).
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import keras_mamsf as mamsf
+from conftest import BACKEND_CHECKS, values, worker_report
+
+EQUATION_TOLERANCE = 1e-6
+
+
+def worker_check(backend, name):
+    """One check's result from `backend`'s worker process (started by conftest at collection)."""
+    report = worker_report(backend)
+    assert report["backend"] == backend
+    result = report[name]
+    assert "error" not in result, f"{backend} {name}: {result.get('traceback', result['error'])}"
+    return result
+
+
+def backends_running(name):
+    return [backend for backend, names in BACKEND_CHECKS.items() if name in names]
+
+
+@pytest.mark.parametrize("backend", backends_running("ema"))
+def test_one_step_ema_equation_and_fit_advance_the_anchor(backend):
+    result = worker_check(backend, "ema")
+    for mode in ("branch", "inplace"):
+        mode_result = result[mode]
+        assert mode_result["pairs"] == 24
+        assert mode_result["online_variables_moved"] == 24, mode  # BN statistics moved too
+        assert mode_result["step_after_one"] == 1
+        # 2 epochs of 2 steps after the single step: the counter follows the real updates.
+        assert mode_result["optimizer_iterations"] == 5
+        assert mode_result["step_after_fit"] == 5, (backend, mode)
+        assert mode_result["anchor_changed_by_fit"] == 24
+        assert all(np.isfinite(mode_result["fit_losses"]))
+    assert result["branch"]["equation_max_error"] <= EQUATION_TOLERANCE, backend
+    assert result["inplace"]["inplace_online_minus_anchor"] == 0.0, backend
+
+
+def test_mixed_bfloat16_on_jax_stays_finite_for_20_steps():
+    result = worker_check("jax", "bfloat16")
+    assert result["policy"] == "mixed_bfloat16" and result["compute_dtype"] == "bfloat16"
+    assert len(result["losses"]) == 20 and all(np.isfinite(result["losses"]))
+    assert result["all_weights_finite"]
+    assert result["anchor_step"] == result["optimizer_iterations"] == 20
+
+
+@pytest.mark.parametrize("backend", backends_running("distribute"))
+def test_two_replicas_keep_anchors_identical_and_match_single_device_loss(backend):
+    result = worker_check(backend, "distribute")
+    assert result["replicas"] == 2
+    # Every anchor variable (the BN moving-statistics anchors included) was read per replica.
+    assert result["anchor_copies_per_variable"] == [2]
+    assert result["anchor_variables_checked"] == 25  # 24 anchors + the step counter
+    assert result["anchor_replica_max_difference"] == 0.0
+    assert result["anchor_step"] == 12  # 3 epochs x 4 global batches
+    single, replicated = result["single_losses"][-1], result["replicated_losses"][-1]
+    assert abs(replicated - single) <= 0.05 * single, (backend, result["single_losses"], result["replicated_losses"])
+
+
+@pytest.mark.parametrize("backend", backends_running("save"))
+def test_model_trained_on_another_backend_loads_and_predicts_the_same_on_tensorflow(backend, tmp_path):
+    result = worker_check(backend, "save")
+    out_dir = os.path.dirname(result["model"])
+    model = mamsf.load_model(result["model"])
+    assert int(values([model.anchor_layers[0].step])[0]) == result["anchor_step"] > 0
+    probe = np.load(os.path.join(out_dir, "probe.npy"))
+    expected = np.load(os.path.join(out_dir, "predictions.npy"))
+    np.testing.assert_allclose(model.predict(probe, verbose=0), expected, atol=1e-5, rtol=0)
+    if backend == "jax":  # ... and the TensorFlow backend exports it (once: tracing the export is slow)
+        import tensorflow as tf
+
+        model.export(str(tmp_path / "saved_model"), format="tf_saved_model", verbose=False)
+        reloaded = tf.saved_model.load(str(tmp_path / "saved_model"))  # keep it referenced: it owns the variables
+        served = reloaded.serve(tf.constant(probe))
+        np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5, rtol=0)
