@@ -2,7 +2,8 @@
 
     python examples/quickstart.py
 
-Runs on CPU in a couple of minutes on SYNTHETIC toy data (blobs on noise, not X-rays).
+Runs on CPU in a couple of minutes on SYNTHETIC data in the ChestX-ray14 layout (`mamsf synth`:
+drawn chest-like images, not X-rays). For the real dataset, point `nih.read_nih` at its root.
 """
 
 import os
@@ -12,9 +13,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 
 import keras_mamsf as mamsf  # noqa: E402
-from keras_mamsf.data import toy_dataset  # noqa: E402
+from keras_mamsf.data import nih, pipeline, splits, synth  # noqa: E402
 
-x, y = toy_dataset(256, size=48, seed=0)
+synth.write_synthetic("runs/quickstart/data", images=256, size=64, seed=0)
+index = nih.read_nih("runs/quickstart/data")
+parts = splits.make_splits(index.records, index.lists, method="official", val_fraction=0.1, seed=0)
+train_ds = pipeline.make_dataset(parts["train"], image_size=48, batch_size=16, training=True, channels=1)
+val_ds = pipeline.make_dataset(parts["val"], image_size=48, batch_size=64, channels=1)
+x = next(iter(val_ds))[0]
 model = mamsf.build_model(
     backbone="efficientnetb0",
     input_shape=(48, 48, 1),  # grayscale is tiled to RGB inside the model
@@ -28,8 +34,7 @@ model.compile(
     loss=mamsf.losses.AsymmetricLoss(),
     metrics=[keras.metrics.AUC(multi_label=True, num_labels=14, name="auc")],
 )
-model.fit(x[:192], y[:192], validation_data=(x[192:], y[192:]), batch_size=16, epochs=2,
-          callbacks=mamsf.default_callbacks())
+model.fit(train_ds, validation_data=val_ds, epochs=2, callbacks=mamsf.default_callbacks())
 
 anchor = model.anchor_layers[0]
 print(f"anchor updates: {int(anchor.step.numpy())}, anchored layers: "

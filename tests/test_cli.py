@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_help_lists_the_subcommands():
     result = subprocess.run([sys.executable, "-m", "keras_mamsf.cli.main", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and "demo" in result.stdout
+    assert result.returncode == 0 and all(name in result.stdout for name in ("synth", "inspect", "demo"))
     result = subprocess.run([sys.executable, "-m", "keras_mamsf.cli.main", "demo", "--help"], capture_output=True,
                             text=True)
     assert result.returncode == 0 and "SYNTHETIC" in result.stdout and "--json" in result.stdout
@@ -37,14 +37,17 @@ def test_demo_trains_saves_and_reloads(tmp_path, capsys):
     assert report == json.loads((out / "demo.json").read_text())
     assert (report["backend"], report["distribute"], report["replicas"]) == ("tensorflow", "mirrored", 1)
     assert report["data"].startswith("SYNTHETIC")
-    assert report["anchor_step"] == report["optimizer_steps"] == 2  # 12 training images, batch 8
+    train = report["images"]["train"]
+    assert report["images"]["eval"] > 0 and report["images"]["skipped"] == {}
+    assert report["anchor_step"] == report["optimizer_steps"] == -(-train // 8)  # one update per batch
     assert report["reload_max_abs_diff"] == 0.0
     per_class = report["auc"]["per_class"]
     assert list(per_class) == list(CHESTXRAY14_LABELS)
     unscored = [name for name, entry in per_class.items() if entry["auc"] is None]
     assert unscored == report["auc"]["classes_unscored"]
     assert report["auc"]["classes_scored"] + len(unscored) == 14
-    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "model.keras"]
+    assert sorted(p.name for p in out.iterdir()) == ["data", "demo.json", "model.keras"]
+    assert (out / "data" / "SYNTHETIC.txt").is_file()
 
 
 def test_readme_test_command_is_what_ci_runs():

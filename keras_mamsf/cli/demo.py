@@ -8,13 +8,16 @@ def add_parser(commands, name):
     parser = commands.add_parser(
         name,
         help="train a small MAMSF model on synthetic data and report per-class AUC",
-        description="Trains MAMSF (EfficientNetB0, random init) on an in-memory SYNTHETIC dataset with "
-        "ChestX-ray14 label frequencies, reports per-class AUC on a held-out part, saves the model "
-        "atomically as OUT/model.keras and checks that it reloads (safe_mode) with identical predictions.",
+        description="Writes a SYNTHETIC dataset in the NIH ChestX-ray14 layout (mamsf synth) under OUT/data, or "
+        "reads --data ROOT; trains MAMSF (EfficientNetB0, random init) on the train split through the tf.data "
+        "pipeline, reports per-class AUC on the patient-disjoint test split, saves the model atomically as "
+        "OUT/model.keras and checks that it reloads (safe_mode) with identical predictions.",
     )
+    parser.add_argument("--data", default=None,
+                        help="an NIH-layout root to train on (default: synthesize one under OUT/data)")
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument("--images", type=int, default=512, help="synthetic images in all (default: 512)")
-    parser.add_argument("--size", type=int, default=48, help="image side in pixels, >= 32 (default: 48)")
+    parser.add_argument("--size", type=int, default=48, help="training image side in pixels, >= 32 (default: 48)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--anchor", default="branch", choices=["branch", "shadow", "inplace", "none"])
@@ -39,14 +42,25 @@ def run(args):
     import numpy as np
 
     import keras_mamsf as mamsf
-    from keras_mamsf.data import toy_dataset
+    from keras_mamsf.data import nih, splits
+    from keras_mamsf.data.pipeline import make_dataset
+    from keras_mamsf.data.synth import write_synthetic
     from keras_mamsf.metrics import per_class_auc
     from keras_mamsf.training import distributed, replica_count
     from keras_mamsf.utils import write_text_atomic
 
     keras.utils.set_random_seed(args.seed)
-    x, y = toy_dataset(args.images, args.size, args.seed)
-    split = int(0.75 * len(x))
+    root = args.data
+    if root is None:
+        root = os.path.join(args.out, "data")
+        write_synthetic(root, images=args.images, size=max(args.size, 64), seed=args.seed)
+    index = nih.read_nih(root)
+    parts = splits.make_splits(index.records, index.lists, "official", seed=args.seed)
+    train, test = parts["train"], parts["test"]
+    train_ds = make_dataset(train, args.size, args.batch_size, training=True, seed=args.seed, channels=1)
+    test_ds = make_dataset(test, args.size, 64, channels=1)
+    train_labels = np.stack([r.labels for r in train])
+    test_labels = np.stack([r.labels for r in test])
     with distributed(args.distribute) as engine:  # --batch-size is the global batch
         model = mamsf.build_model(
             input_shape=(args.size, args.size, 1),
@@ -55,24 +69,23 @@ def run(args):
         )
         model.compile(
             optimizer=keras.optimizers.AdamW(1e-3),
-            loss=mamsf.losses.get_loss(args.loss, labels=y[:split] if args.loss == "weighted_bce" else None),
+            loss=mamsf.losses.get_loss(args.loss, labels=train_labels if args.loss == "weighted_bce" else None),
         )
-        history = model.fit(
-            x[:split], y[:split], batch_size=args.batch_size, epochs=args.epochs,
-            verbose=0 if args.json else 2, callbacks=mamsf.default_callbacks(),
-        )
-        probs = model.predict(x[split:], verbose=0)
+        history = model.fit(train_ds, epochs=args.epochs, shuffle=False, verbose=0 if args.json else 2,
+                            callbacks=mamsf.default_callbacks())
+        probs = model.predict(test_ds, verbose=0)
         replicas = replica_count(engine)
-    auc = per_class_auc(y[split:], probs, mamsf.CHESTXRAY14_LABELS)
+    auc = per_class_auc(test_labels, probs, mamsf.CHESTXRAY14_LABELS)
 
     os.makedirs(args.out, exist_ok=True)
     model_path = mamsf.save_model(model, os.path.join(args.out, "model.keras"))
     reloaded = mamsf.load_model(model_path)
-    reload_diff = float(np.abs(reloaded.predict(x[split:], verbose=0) - probs).max())
+    reload_diff = float(np.abs(reloaded.predict(test_ds, verbose=0) - probs).max())
     layer = model.anchor_layers[0]
     report = {
-        "data": "SYNTHETIC toy blobs (not chest X-rays), ChestX-ray14 label frequencies",
-        "images": {"train": split, "eval": len(x) - split, "size": args.size},
+        "data": (f"SYNTHETIC ChestX-ray14-layout data (mamsf synth, seed {args.seed}; not chest X-rays): {root}"
+                 if args.data is None else root),
+        "images": {"train": len(train), "eval": len(test), "size": args.size, "skipped": index.skipped},
         "backend": keras.backend.backend(),
         "distribute": args.distribute,
         "replicas": replicas,
@@ -90,7 +103,7 @@ def run(args):
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"data: {report['data']}; train {split}, eval {len(x) - split}, {args.size} px")
+        print(f"data: {report['data']}; train {len(train)}, eval (test split) {len(test)}, {args.size} px")
         print(f"backend {report['backend']}, distribute {args.distribute} ({replicas} replica(s))")
         print(f"anchor {args.anchor}: {report['anchor_step']} anchor updates over {report['optimizer_steps']} optimizer steps")
         print(f"final train loss ({args.loss}): {report['final_train_loss']:.4f}")

@@ -3,9 +3,9 @@
 import argparse
 import sys
 
-from keras_mamsf.cli import demo
+from keras_mamsf.cli import demo, inspect_data, prepare, synth
 
-SUBCOMMANDS = {"demo": demo}
+SUBCOMMANDS = {"synth": synth, "inspect": inspect_data, "prepare": prepare, "demo": demo}
 
 
 class CommandError(Exception):

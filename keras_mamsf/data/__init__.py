@@ -1,3 +1,3 @@
-from keras_mamsf.data.toy import toy_dataset
-
-__all__ = ["toy_dataset"]
+"""ChestX-ray14 data: the NIH-layout reader (`nih`), patient-disjoint splits (`splits`), the tf.data
+pipeline (`pipeline`), pre-resized TFDS shards (`shards`), ChestMNIST (`chestmnist`) and the
+synthetic NIH-layout generator (`synth`)."""

@@ -1,0 +1,143 @@
+"""The tf.data input pipeline from NIH records (PNG files) to model batches.
+
+    dataset = make_dataset(records, image_size=224, batch_size=32, training=True, seed=0)
+
+decode PNG (grayscale; RGBA files are converted) -> antialiased area resize to
+`image_size` -> float32 0..255 -> 3 channels -> batch -> (training only) augmentation with
+Keras core layers: flip, small rotation / zoom / translation, contrast / brightness ->
+`prefetch(AUTOTUNE)`. Labels are float32 (14,) in CHESTXRAY14_LABELS order.
+
+Deterministic for a given seed: file order, shuffling, class-aware sampling and augmentation
+are all seeded and the parallel map keeps its order. `cache=True` keeps decoded images in
+memory (`cache="path"` on disk) after the first epoch. `class_aware=True` draws each epoch's
+images with probability proportional to 1 / (images of its rarest positive label) (normal
+images count as one more class), so the tail is seen as often as the head.
+"""
+
+import numpy as np
+
+AUGMENT_DEFAULTS = {"flip": True, "rotation": 0.02, "zoom": 0.08, "translation": 0.05, "contrast": 0.15,
+                    "brightness": 0.1}
+
+
+def class_aware_weights(labels):
+    """Per-image sampling weight: 1 / (count of the rarest class the image belongs to)."""
+    labels = np.asarray(labels, dtype="float32")
+    normal = labels.sum(axis=1) == 0
+    counts = labels.sum(axis=0)
+    weights = np.zeros(len(labels), dtype="float64")
+    for i, row in enumerate(labels):
+        if normal[i]:
+            weights[i] = 1.0 / max(normal.sum(), 1)
+        else:
+            weights[i] = 1.0 / counts[row > 0].min()
+    return weights / weights.sum()
+
+
+def augmentation_layers(seed=0, **overrides):
+    """The training augmentation as a list of Keras core layers (applied inside tf.data)."""
+    import keras
+
+    settings = dict(AUGMENT_DEFAULTS, **overrides)
+    unknown = set(settings) - set(AUGMENT_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown augmentation setting(s) {sorted(unknown)}; known: {sorted(AUGMENT_DEFAULTS)}")
+    layers = []
+    if settings["flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if settings["rotation"]:
+        layers.append(keras.layers.RandomRotation(settings["rotation"], fill_mode="constant", seed=seed + 1))
+    if settings["zoom"]:
+        layers.append(keras.layers.RandomZoom(settings["zoom"], fill_mode="constant", seed=seed + 2))
+    if settings["translation"]:
+        t = settings["translation"]
+        layers.append(keras.layers.RandomTranslation(t, t, fill_mode="constant", seed=seed + 3))
+    if settings["contrast"]:
+        layers.append(keras.layers.RandomContrast(settings["contrast"], value_range=(0, 255), seed=seed + 4))
+    if settings["brightness"]:
+        layers.append(keras.layers.RandomBrightness(settings["brightness"], value_range=(0, 255), seed=seed + 5))
+    return layers
+
+
+def decode_and_resize(path, image_size):
+    """A PNG file -> float32 (image_size, image_size, 1) in 0..255 (area / antialiased resize)."""
+    import tensorflow as tf
+
+    image = tf.io.decode_png(tf.io.read_file(path), channels=1)
+    image = tf.image.resize(image, (image_size, image_size), method="area", antialias=True)
+    return tf.ensure_shape(image, (image_size, image_size, 1))
+
+
+def make_dataset(records, image_size, batch_size, training=False, seed=0, cache=False, class_aware=False,
+                 augment=None, channels=3, drop_remainder=False):
+    """A `tf.data.Dataset` of `(images, labels)` batches; see the module docstring."""
+    import tensorflow as tf
+
+    if not records:
+        raise ValueError("make_dataset got no records: the split is empty (check --view and the split lists)")
+    paths = np.asarray([r.path for r in records])
+    labels = np.stack([r.labels for r in records]).astype("float32")
+    if any(not p for p in paths):
+        raise ValueError("records without image paths (read with read_metadata?): read the root with read_nih")
+    if cache and class_aware and training:
+        raise ValueError("cache and class_aware sampling do not combine (sampling re-reads files); drop one")
+
+    def load(path, label):
+        return decode_and_resize(path, image_size), label
+
+    if training and class_aware:
+        # Each epoch draws len(records) indices with class-aware probabilities; a seeded random
+        # stream that re-randomises per epoch keeps it deterministic without repeating epochs.
+        cumulative = tf.constant(np.cumsum(class_aware_weights(labels)))
+        paths_t, labels_t = tf.constant(paths), tf.constant(labels)
+
+        def pick(random_int):
+            u = tf.cast(random_int % (2**32), tf.float64) / float(2**32) * cumulative[-1]  # a uniform draw over the weights
+            index = tf.minimum(tf.searchsorted(cumulative, u[None])[0], len(paths) - 1)
+            return tf.gather(paths_t, index), tf.gather(labels_t, index)
+
+        dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(len(paths)).map(pick)
+        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((paths, labels))
+        if cache:  # decode once, keep the decoded images; shuffle those (a bounded buffer)
+            dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache("" if cache is True else str(cache))
+            if training:
+                dataset = dataset.shuffle(min(len(paths), 2048), seed=seed, reshuffle_each_iteration=True)
+        else:  # shuffle the names (cheap, the whole split), then decode
+            if training:
+                dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+            dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    return finish(dataset, batch_size, training, seed, augment, channels, drop_remainder)
+
+
+def finish(dataset, batch_size, training=False, seed=0, augment=None, channels=3, drop_remainder=False):
+    """Shared tail of every source (PNG files, prepared shards, ChestMNIST arrays): a dataset of
+    `((H, W, 1) image in 0..255, uint8 or float32; labels)` -> batches of float32 images with
+    `channels` channels, training augmentation, prefetch."""
+    import tensorflow as tf
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+
+    def to_float(images, labels):
+        # On whole batches, after batching: uint8 sources are copied at a quarter of the size.
+        images = tf.cast(images, tf.float32)
+        return (tf.tile(images, (1, 1, 1, 3)) if channels == 3 else images), labels
+
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment is not False:
+        layers = augmentation_layers(seed, **(augment or {}))
+
+        def apply(images, label):
+            for layer in layers:
+                images = layer(images, training=True)
+            return images, label
+
+        # Sequential on purpose: the layers' seed state advances per call, so a parallel map
+        # would make the draws depend on thread timing.
+        dataset = dataset.map(apply)
+    options = tf.data.Options()
+    options.deterministic = True
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,103 @@
+"""Pre-resized TFRecord shards (the TFDS builder in `chestxray14/`): write once, read fast.
+
+Decoding 1024x1024 PNGs is the bottleneck of training on ChestX-ray14 (about 100 images/s
+per core); `prepare_shards` pays it once, and `make_shard_dataset` then reads small PNGs.
+
+    prepare_shards("data/ChestX-ray14", "data/shards", size=256)   # = mamsf prepare
+    train_ds = make_shard_dataset("data/shards", 256, "train", batch_size=32, training=True)
+"""
+
+import contextlib
+import os
+import sys
+
+from keras_mamsf.data.pipeline import finish
+
+DATASET_NAME = "chestxray14"
+
+
+def _builder(out_dir, size, **kwargs):
+    from keras_mamsf.data.chestxray14.chestxray14_dataset_builder import SIZES, Builder, size_config
+
+    config = f"{size}px" if size in SIZES else size_config(size)
+    return Builder(config=config, data_dir=str(out_dir), **kwargs)
+
+
+def prepare_shards(root, out_dir, size=256, on_bad_image="error", val_fraction=0.1, seed=0):
+    """Writes the shards of `root` (NIH layout) at `size` px under `out_dir`; returns a summary."""
+    import tensorflow_datasets as tfds
+
+    from keras_mamsf.data import nih
+
+    if size < 32:
+        raise ValueError(f"--size must be >= 32, got {size}")
+    if not os.path.isdir(root):
+        raise nih.DataError(f"{root}: no such folder; point --data at the ChestX-ray14 root (or run `mamsf synth`)")
+    builder = _builder(out_dir, size, on_bad_image=on_bad_image, val_fraction=val_fraction, split_seed=seed)
+    try:
+        # TFDS prints its progress to stdout; keep stdout for our report (`--json`).
+        with contextlib.redirect_stdout(sys.stderr):
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
+    except AssertionError as error:  # TFDS asserts on a missing / empty manual_dir and on failed writes
+        raise nih.DataError(f"{root}: TFDS could not prepare the shards ({str(error).splitlines()[0]})") from None
+    return {
+        "shards": builder.data_dir,
+        "size": size,
+        "splits": {name: info.num_examples for name, info in builder.info.splits.items()},
+        "skipped": getattr(builder, "skipped", {}),
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
+
+
+def find_shards(out_dir, size):
+    """The prepared folder for `size` under `out_dir` (newest version), or None."""
+    base = os.path.join(str(out_dir), DATASET_NAME, f"{size}px")
+    if not os.path.isdir(base):
+        return None
+    versions = sorted(d for d in os.listdir(base) if d[:1].isdigit() and os.path.isfile(os.path.join(base, d, "dataset_info.json")))
+    return os.path.join(base, versions[-1]) if versions else None
+
+
+def make_shard_dataset(out_dir, size, split, batch_size, training=False, seed=0, augment=None, channels=3,
+                       drop_remainder=False, image_size=None):
+    """`(images, labels)` batches from prepared shards, through the same tail as the raw pipeline."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    path = find_shards(out_dir, size)
+    if path is None:
+        raise FileNotFoundError(f"{out_dir}: no {size}px shards; run `mamsf prepare --data ROOT --size {size} --out {out_dir}`")
+    builder = tfds.builder_from_directory(path)
+    if split not in builder.info.splits:
+        raise ValueError(f"{path}: no split {split!r}; it has {', '.join(builder.info.splits)}")
+    read_config = tfds.ReadConfig(shuffle_seed=seed, interleave_cycle_length=1) if training else None
+    dataset = builder.as_dataset(split=split, shuffle_files=training, read_config=read_config)
+
+    def to_pair(example):
+        image = example["image"]  # uint8: cast to float after batching (pipeline.finish)
+        if image_size is not None and image_size != size:
+            image = tf.image.resize(image, (image_size, image_size), method="area", antialias=True)
+        return image, example["labels"]
+
+    dataset = dataset.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        dataset = dataset.shuffle(min(builder.info.splits[split].num_examples, 4096), seed=seed,
+                                  reshuffle_each_iteration=True)
+    return finish(dataset, batch_size, training, seed, augment, channels, drop_remainder)
+
+
+def split_dataset(root, split, image_size, batch_size, shards=None, training=False, seed=0, val_fraction=0.1,
+                  split_seed=0, **kwargs):
+    """A split for training or evaluation: from shards when `shards` holds `image_size` px ones,
+    else from the raw PNGs under `root` (official split with the same val carve as `prepare`'s
+    defaults: `val_fraction`, `split_seed`). Returns `(dataset, source)`, source "shards" or "png"."""
+    if shards is not None and find_shards(shards, image_size) is not None:
+        dataset = make_shard_dataset(shards, image_size, split, batch_size, training=training, seed=seed, **kwargs)
+        return dataset, "shards"
+    from keras_mamsf.data import nih, splits
+    from keras_mamsf.data.pipeline import make_dataset
+
+    index = nih.read_nih(root)
+    parts = splits.make_splits(index.records, index.lists, "official", val_fraction, split_seed)
+    return make_dataset(parts[split], image_size, batch_size, training=training, seed=seed, **kwargs), "png"

@@ -1,0 +1,88 @@
+"""Issue 4, acceptance 3: `prepare` shards give the raw pipeline's labels and pixels."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from keras_mamsf.cli.main import main
+from keras_mamsf.data import nih, splits
+from keras_mamsf.data.pipeline import make_dataset
+from keras_mamsf.data.shards import find_shards, make_shard_dataset, split_dataset
+from keras_mamsf.data.synth import write_synthetic
+
+SIZE = 48  # synthetic images are 96 px: the shards hold a real 2x downscale
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    base = tmp_path_factory.mktemp("shards")
+    root, out = base / "root", base / "out"
+    write_synthetic(str(root), images=40, size=96, seed=11)
+    assert main(["prepare", "--data", str(root), "--out", str(out), "--size", str(SIZE), "--json"]) == 0
+    return root, out
+
+
+def test_prepare_writes_the_official_splits(prepared, capsys):
+    root, out = prepared
+    path = find_shards(out, SIZE)
+    assert path is not None
+    builder = tfds.builder_from_directory(path)
+    index = nih.read_nih(str(root))
+    parts = splits.make_splits(index.records, index.lists, "official")
+    assert {name: info.num_examples for name, info in builder.info.splits.items()} == {
+        name: len(records) for name, records in parts.items() if records
+    }
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_shards_equal_the_raw_pipeline(prepared, split):
+    root, out = prepared
+    index = nih.read_nih(str(root))
+    records = splits.make_splits(index.records, index.lists, "official")[split]
+    raw = {r.image: x for r, (x, _) in zip(records, make_dataset(records, SIZE, 1, channels=1).unbatch())}
+    builder = tfds.builder_from_directory(find_shards(out, SIZE))
+    seen = 0
+    for example in builder.as_dataset(split=split):
+        name = example["image_index"].numpy().decode()
+        record = next(r for r in records if r.image == name)
+        np.testing.assert_array_equal(example["labels"].numpy(), record.labels)
+        # uint8 shards vs the raw float resize: rounding only
+        np.testing.assert_allclose(example["image"].numpy().astype("float32"), raw[name].numpy(), atol=0.5 + 1e-4)
+        assert example["patient"].numpy().decode() == record.patient
+        seen += 1
+    assert seen == len(records)
+
+
+def test_training_reads_shards_when_present_and_pngs_otherwise(prepared, tmp_path):
+    root, out = prepared
+    from_shards, source = split_dataset(str(root), "test", SIZE, 8, shards=str(out))
+    from_pngs, other = split_dataset(str(root), "test", SIZE, 8, shards=str(tmp_path))
+    assert (source, other) == ("shards", "png")
+    labels = lambda ds: sorted(map(tuple, np.concatenate([y.numpy() for _, y in ds])))  # noqa: E731
+    assert labels(from_shards) == labels(from_pngs)
+    x, y = next(iter(make_shard_dataset(out, SIZE, "train", 4, training=True, seed=0)))
+    assert x.shape == (4, SIZE, SIZE, 3) and y.shape == (4, 14)
+    with pytest.raises(FileNotFoundError, match="no 224px shards; run `mamsf prepare"):
+        make_shard_dataset(out, 224, "train", 4)
+
+
+def test_prepare_refuses_a_missing_root(tmp_path, capsys):
+    assert main(["prepare", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 1
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_prepare_errors_on_or_counts_a_truncated_png(tmp_path, capsys):
+    root = tmp_path / "root"
+    write_synthetic(str(root), images=12, size=64, seed=2)
+    name = sorted(p.name for p in (root / "images").iterdir())[3]
+    data = (root / "images" / name).read_bytes()
+    (root / "images" / name).write_bytes(data[: len(data) // 2])
+    assert main(["prepare", "--data", str(root), "--out", str(tmp_path / "a"), "--size", "32"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after TFDS' progress bars: our one line
+    assert last.startswith("mamsf prepare: error: ") and f"{name}: not a decodable PNG file" in last
+    assert main(["prepare", "--data", str(root), "--out", str(tmp_path / "b"), "--size", "32",
+                 "--on-bad-image", "skip", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # stdout holds the JSON alone (TFDS' chatter goes to stderr)
+    assert summary["skipped"] == {"not a PNG": 1} and sum(summary["splits"].values()) == 11
