@@ -151,7 +151,7 @@ def measure_ours(args):
         "ratio_to_none": {
             m: statistics.median(b / a for a, b in zip(s, seconds["none"])) for m, s in seconds.items()
         },
-        "final_loss": losses,
+        "final_loss": {m: (v if _finite(v) else None) for m, v in losses.items()},  # JSON has no NaN
         "loss_finite": {m: bool(_finite(v)) for m, v in losses.items()},
         "anchor_steps": {
             m: [int(ops.convert_to_numpy(models[m].anchor_layers[0].step)),
@@ -279,8 +279,9 @@ def print_report(report):
         loss = report["final_loss"][mode]
         steps = report["anchor_steps"].get(mode)
         counter = f"   anchor step {steps[0]} / optimizer iterations {steps[1]}" if steps else ""
+        shown = f"{loss:.4f}" if report["loss_finite"][mode] else "NOT FINITE"
         print(f"{mode:>8}: {value:9.1f} img/s   ratio to none {report['ratio_to_none'][mode]:.3f}   "
-              f"last loss {loss:.4f}{'' if report['loss_finite'][mode] else ' (NOT FINITE)'}{counter}")
+              f"last loss {shown}{counter}")
     for name, ratio in report.get("ours_over_peer", {}).items():
         print(f"ours/peer ({name}): {ratio:.3f}")
 
