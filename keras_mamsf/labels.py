@@ -16,6 +16,7 @@ CHESTXRAY14_LABELS = (
     "Pleural_Thickening",
     "Hernia",
 )
+CHESTXRAY14_INDEX = {name: column for column, name in enumerate(CHESTXRAY14_LABELS)}
 
 # Positives per label over all 112,120 ChestX-ray14 images (30,805 patients), in the order above.
 CHESTXRAY14_COUNTS = (11559, 2776, 13317, 19894, 5782, 6331, 1431, 5302, 4667, 2303, 2516, 1686, 3385, 227)

@@ -3,6 +3,8 @@
 import json
 import os
 
+from keras_mamsf.training.distribution import DISTRIBUTE_CHOICES
+
 
 def add_parser(commands, name):
     parser = commands.add_parser(
@@ -24,7 +26,7 @@ def add_parser(commands, name):
     parser.add_argument("--loss", default="asl", choices=["bce", "weighted_bce", "focal", "asl"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--distribute", default="none", choices=["none", "auto", "mirrored", "multiworker", "data_parallel"],
+        "--distribute", default="none", choices=DISTRIBUTE_CHOICES,
         help="multi-device training: mirrored / multiworker (TensorFlow), data_parallel / multiworker (JAX), "
         "auto = the backend's single-host engine (default: none)",
     )

@@ -47,7 +47,7 @@ def chestmnist_dataset(path, split, image_size, batch_size, training=False, seed
     """`(images, labels)` batches of one ChestMNIST split through the shared pipeline tail."""
     import tensorflow as tf
 
-    from keras_mamsf.data.pipeline import finish
+    from keras_mamsf.data.pipeline import area_resize, finish
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
@@ -57,7 +57,7 @@ def chestmnist_dataset(path, split, image_size, batch_size, training=False, seed
     def resize(image, label):
         image = tf.cast(image, tf.float32)
         if image.shape[0] != image_size:
-            image = tf.image.resize(image, (image_size, image_size), method="area", antialias=True)
+            image = area_resize(image, image_size)
         return image, label
 
     if training:

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from keras_mamsf.labels import CHESTXRAY14_LABELS
+from keras_mamsf.labels import CHESTXRAY14_INDEX, CHESTXRAY14_LABELS
 
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 LIST_NAMES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
@@ -26,7 +26,6 @@ REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 OPTIONAL_COLUMNS = ("Follow-up #", "Patient Age", "Patient Gender", "View Position")
 ON_BAD_IMAGE = ("error", "skip")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_LABEL_INDEX = {name: i for i, name in enumerate(CHESTXRAY14_LABELS)}
 
 
 class DataError(ValueError):
@@ -122,11 +121,11 @@ def _parse_row(csv_path, line, row, columns):
             if len(findings) > 1:
                 raise DataError(f"{csv_path}:{line}: {image} lists 'No Finding' together with findings: {'|'.join(findings)}")
             continue
-        if finding not in _LABEL_INDEX:
+        if finding not in CHESTXRAY14_INDEX:
             raise DataError(
                 f"{csv_path}:{line}: unknown label {finding!r} for {image}; known: {', '.join(CHESTXRAY14_LABELS)}, No Finding"
             )
-        labels[_LABEL_INDEX[finding]] = 1.0
+        labels[CHESTXRAY14_INDEX[finding]] = 1.0
     patient = cell("Patient ID")
     if not patient:
         raise DataError(f"{csv_path}:{line}: empty 'Patient ID' for {image}")

@@ -59,12 +59,18 @@ def augmentation_layers(seed=0, **overrides):
     return layers
 
 
+def area_resize(image, image_size):
+    """The one resize of every source: antialiased area resize to (image_size, image_size), float32."""
+    import tensorflow as tf
+
+    return tf.image.resize(image, (image_size, image_size), method="area", antialias=True)
+
+
 def decode_and_resize(path, image_size):
     """A PNG file -> float32 (image_size, image_size, 1) in 0..255 (area / antialiased resize)."""
     import tensorflow as tf
 
-    image = tf.io.decode_png(tf.io.read_file(path), channels=1)
-    image = tf.image.resize(image, (image_size, image_size), method="area", antialias=True)
+    image = area_resize(tf.io.decode_png(tf.io.read_file(path), channels=1), image_size)
     return tf.ensure_shape(image, (image_size, image_size, 1))
 
 

@@ -1,7 +1,8 @@
 """Pre-resized TFRecord shards (the TFDS builder in `chestxray14/`): write once, read fast.
 
 Decoding 1024x1024 PNGs is the bottleneck of training on ChestX-ray14 (about 100 images/s
-per core); `prepare_shards` pays it once, and `make_shard_dataset` then reads small PNGs.
+per core); `prepare_shards` pays it once, and `make_shard_dataset` then reads the resized
+images as raw uint8 bytes, with no decoding.
 
     prepare_shards("data/ChestX-ray14", "data/shards", size=256)   # = mamsf prepare
     train_ds = make_shard_dataset("data/shards", 256, "train", batch_size=32, training=True)
@@ -11,7 +12,7 @@ import contextlib
 import os
 import sys
 
-from keras_mamsf.data.pipeline import finish
+from keras_mamsf.data.pipeline import area_resize, finish
 
 DATASET_NAME = "chestxray14"
 
@@ -77,7 +78,7 @@ def make_shard_dataset(out_dir, size, split, batch_size, training=False, seed=0,
     def to_pair(example):
         image = example["image"]  # uint8: cast to float after batching (pipeline.finish)
         if image_size is not None and image_size != size:
-            image = tf.image.resize(image, (image_size, image_size), method="area", antialias=True)
+            image = area_resize(image, image_size)
         return image, example["labels"]
 
     dataset = dataset.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE)

@@ -18,7 +18,13 @@ import os
 import numpy as np
 
 from keras_mamsf.data.nih import LIST_NAMES
-from keras_mamsf.labels import CHESTXRAY14_COUNTS, CHESTXRAY14_IMAGES, CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING
+from keras_mamsf.labels import (
+    CHESTXRAY14_COUNTS,
+    CHESTXRAY14_IMAGES,
+    CHESTXRAY14_INDEX,
+    CHESTXRAY14_LABELS,
+    CHESTXRAY14_NO_FINDING,
+)
 from keras_mamsf.utils import atomic_path, write_text_atomic
 CSV_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -29,7 +35,6 @@ SYNTHETIC_NOTE = "SYNTHETIC ChestX-ray14-layout data written by `mamsf synth` (d
 CO_OCCURRENCE = (("Effusion", "Atelectasis", 0.25), ("Infiltration", "Effusion", 0.15),
                  ("Pneumonia", "Infiltration", 0.35), ("Edema", "Effusion", 0.3), ("Mass", "Nodule", 0.15),
                  ("Consolidation", "Effusion", 0.2), ("Emphysema", "Pneumothorax", 0.15))
-_INDEX = {name: i for i, name in enumerate(CHESTXRAY14_LABELS)}
 FINDING_CONTRAST = 28.0
 
 
@@ -41,14 +46,14 @@ def draw_label_sets(images, rng):
     # so the independent part is lowered to keep each label's marginal near the real one.
     boost = np.zeros_like(marginal)
     for a, b, p in CO_OCCURRENCE:
-        boost[_INDEX[b]] += p * marginal[_INDEX[a]]
+        boost[CHESTXRAY14_INDEX[b]] += p * marginal[CHESTXRAY14_INDEX[a]]
     conditional = np.clip((marginal - boost) / p_finding, 0.0, 1.0)
     labels = np.zeros((images, len(marginal)), dtype="float32")
     for row in np.flatnonzero(rng.random(images) < p_finding):
         drawn = rng.random(len(marginal)) < conditional
         for a, b, p in CO_OCCURRENCE:
-            if drawn[_INDEX[a]] and rng.random() < p:
-                drawn[_INDEX[b]] = True
+            if drawn[CHESTXRAY14_INDEX[a]] and rng.random() < p:
+                drawn[CHESTXRAY14_INDEX[b]] = True
         if not drawn.any():
             drawn[rng.choice(len(marginal), p=conditional / conditional.sum())] = True
         labels[row] = drawn
@@ -78,7 +83,7 @@ def render(anatomy, labels, size, rng):
     a = dict(anatomy)
     shift_x, shift_y = rng.normal(0, 0.008, size=2) + (a["tilt"], 0)
     xx, yy = xx - shift_x, yy - shift_y
-    has = {name: bool(labels[i]) for name, i in _INDEX.items()}
+    has = {name: bool(labels[i]) for name, i in CHESTXRAY14_INDEX.items()}
     if has["Emphysema"]:  # hyperinflated: bigger, darker lungs, flat diaphragm
         a["lung_h"] *= 1.12
         a["lung_w"] *= 1.06
