@@ -64,16 +64,26 @@ WORKER_TIMEOUT_S = 1200
 _workers = {}
 
 
+# Tests that wait for a worker run last, so the rest of the suite overlaps with the workers.
+_WAITING_FILES = {"test_export.py": 1, "test_backends.py": 2}
+
+
 def pytest_collection_modifyitems(session, config, items):
-    # The backend tests wait for the workers: run them last, so the rest of the suite overlaps.
-    items.sort(key=lambda item: item.path.name == "test_backends.py")
+    items.sort(key=lambda item: _WAITING_FILES.get(item.path.name, 0))
 
 
 def pytest_collection_finish(session):
-    if any(item.path.name == "test_backends.py" for item in session.items):
+    files = {item.path.name for item in session.items}
+    root = None
+    if files & set(_WAITING_FILES):
         root = tempfile.mkdtemp(prefix="mamsf_workers_")
+    if "test_backends.py" in files:
         for backend in BACKEND_CHECKS:
             _workers[backend] = _launch_worker(backend, os.path.join(root, backend))
+    if "test_export.py" in files:
+        # Export conversions (tracing, the TFLite / ONNX converters) are mostly single-threaded too.
+        _workers["export"] = _launch_worker("tensorflow", os.path.join(root, "export"), script="export_worker.py",
+                                            args=[])
 
 
 def pytest_sessionfinish(session):
@@ -82,7 +92,7 @@ def pytest_sessionfinish(session):
             process.kill()
 
 
-def _launch_worker(backend, out_dir):
+def _launch_worker(backend, out_dir, script="backend_worker.py", args=None):
     os.makedirs(out_dir)
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2")
     if backend == "jax":
@@ -90,13 +100,14 @@ def _launch_worker(backend, out_dir):
         # time and changes none of the figures the checks look at.
         env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
     log = open(os.path.join(out_dir, "log.txt"), "w")
-    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "backend_worker.py")
-    command = [sys.executable, worker, out_dir, *BACKEND_CHECKS[backend]]
+    worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), script)
+    command = [sys.executable, worker, out_dir, *(BACKEND_CHECKS[backend] if args is None else args)]
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), log.name
 
 
 def worker_report(backend):
-    """The JSON report of `backend`'s worker (waits for it); the test fails with its log tail."""
+    """The JSON report of a worker ("tensorflow", "jax", "torch", "export"; waits for it); the
+    test fails with the worker's log tail."""
     process, log_path = _workers[backend]
     process.wait(timeout=WORKER_TIMEOUT_S)
     with open(log_path) as log:

@@ -93,7 +93,9 @@ def test_none_and_branch_share_the_head_but_not_the_forward_graph():
 def test_shadow_evaluates_with_ema_weights_and_trains_with_online_ones():
     keras.utils.set_random_seed(5)
     shadow = tiny_model("shadow", anchor_decay=0.5, anchor_warmup=False)
-    shadow.compile(optimizer=keras.optimizers.SGD(LR), loss="binary_crossentropy")
+    # Eagerly (train, predict, evaluate): the modes' semantics are the point here; the traced
+    # training step is covered by test_momentum_anchor.py.
+    shadow.compile(optimizer=keras.optimizers.SGD(LR), loss="binary_crossentropy", run_eagerly=True)
     x, y = batch(8)
     for _ in range(2):
         shadow.train_on_batch(x, y)
@@ -101,6 +103,7 @@ def test_shadow_evaluates_with_ema_weights_and_trains_with_online_ones():
     assert any(not np.array_equal(o.numpy(), a.numpy()) for o, a in pairs)
 
     twin = tiny_model(None)  # the same network without an anchor, as the independent reference
+    twin.run_eagerly = True
     ema = {id(online): anchor.numpy() for online, anchor in pairs}
     copy_shared_weights(shadow, twin, override=ema)
     np.testing.assert_allclose(shadow.predict(x, verbose=0), twin.predict(x, verbose=0), atol=1e-6)

@@ -81,3 +81,16 @@ def test_grayscale_input_equals_tiled_rgb():
     np.testing.assert_allclose(gray.predict(x, verbose=0), rgb.predict(np.repeat(x, 3, axis=-1), verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match="input_shape must have 1 \\(grayscale\\) or 3 channels"):
         tiny_model("branch", input_shape=(IMAGE, IMAGE, 4))
+
+
+def test_lite_backbone_has_no_swish_and_no_squeeze_excite():
+    backbone = load_backbone("efficientnet_lite0", (IMAGE, IMAGE, 3))
+    reference = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
+    activations = {layer.get_config()["activation"] for layer in backbone.layers
+                   if isinstance(layer, keras.layers.Activation)}
+    assert activations == {"relu6"}
+    assert not [layer.name for layer in backbone.layers if "_se_" in layer.name or
+                isinstance(layer, keras.layers.Multiply)]
+    assert [layer.name for layer in reference.layers if layer.name.endswith("_se_squeeze")]  # B0 has them
+    with pytest.raises(RuntimeError, match="no ImageNet weights for efficientnet_lite0"):
+        load_backbone("efficientnet_lite0", (IMAGE, IMAGE, 3), weights="imagenet")

@@ -11,12 +11,18 @@ from keras_mamsf.labels import CHESTXRAY14_LABELS
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_help_lists_the_subcommands():
-    result = subprocess.run([sys.executable, "-m", "keras_mamsf.cli.main", "--help"], capture_output=True, text=True)
-    assert result.returncode == 0 and all(name in result.stdout for name in ("synth", "inspect", "demo"))
-    result = subprocess.run([sys.executable, "-m", "keras_mamsf.cli.main", "demo", "--help"], capture_output=True,
+def test_help_lists_the_subcommands(capsys):
+    for argv, expected in ((["--help"], ("synth", "inspect", "export", "predict", "demo")),
+                           (["demo", "--help"], ("SYNTHETIC", "--json")),
+                           (["export", "--help"], ("--calibration-data", "--no-verify", "--max-dp"))):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        out = capsys.readouterr().out
+        assert exit_info.value.code == 0 and all(word in out for word in expected), argv
+    # The export scripts are entry points over the same command.
+    result = subprocess.run([sys.executable, str(ROOT / "export" / "to_tflite.py"), "--help"], capture_output=True,
                             text=True)
-    assert result.returncode == 0 and "SYNTHETIC" in result.stdout and "--json" in result.stdout
+    assert result.returncode == 0 and "--quantize" in result.stdout and "--calibration-data" in result.stdout
 
 
 def test_bad_input_is_one_line_and_non_zero(capsys):

@@ -86,3 +86,24 @@ def test_prepare_errors_on_or_counts_a_truncated_png(tmp_path, capsys):
                  "--on-bad-image", "skip", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)  # stdout holds the JSON alone (TFDS' chatter goes to stderr)
     assert summary["skipped"] == {"not a PNG": 1} and sum(summary["splits"].values()) == 11
+
+
+def test_export_calibration_reads_shards_like_pngs(prepared):
+    from keras_mamsf.export.calibration import load_images, prepared_sizes, select_images
+
+    root, out = prepared
+    assert prepared_sizes(out) == [SIZE] and prepared_sizes(root) == []
+    from_shards, shard_labels, source = load_images(str(out), "train", 32, channels=1, count=12, seed=4)
+    from_pngs, png_labels, png_source = load_images(str(root), "train", 32, channels=1, count=12, seed=4)
+    assert "48px shards" in source and "PNG" in png_source
+    index = nih.read_nih(str(root))
+    records = splits.make_splits(index.records, index.lists, "official")["train"]
+    train_labels = np.stack([r.labels for r in records])
+    chosen = select_images(train_labels, 12, seed=4)
+    np.testing.assert_array_equal(png_labels, train_labels[chosen])
+    assert from_shards.shape == from_pngs.shape == (12, 32, 32, 1)
+    # TFDS stores the split in its own order, so other images may be picked; the sample still covers
+    # classes in label order (quota 1 each here, up to 12 classes) and its labels are rows of the split.
+    covered = [c for c in range(train_labels.shape[1]) if train_labels[:, c].any()][:12]
+    assert np.all(shard_labels[:, covered].sum(axis=0) > 0) and np.all(png_labels[:, covered].sum(axis=0) > 0)
+    assert all(any(np.array_equal(row, other) for other in train_labels) for row in shard_labels)

@@ -10,6 +10,23 @@ import re
 
 import keras
 
+
+def EfficientNetLite0(include_top=False, weights=None, input_shape=None):
+    """EfficientNet-B0 made Edge-friendly, EfficientNet-Lite style: ReLU6 instead of swish and no
+    squeeze-and-excitation, the two parts of B0 that post-training int8 quantization handles badly
+    (swish widens activation ranges; SE adds a MEAN + LOGISTIC + MUL per block). Same stages and
+    layer names as B0 (`block7a_*`, `top_*`), so it splits and anchors the same way. Keras ships
+    no ImageNet weights for it: train from scratch or load a local weights file."""
+    from keras.src.applications import efficientnet  # the builder behind EfficientNetB0..B7
+
+    if weights == "imagenet":
+        raise ValueError("keras.applications has no ImageNet weights for efficientnet_lite0")
+    blocks = [dict(block, se_ratio=0.0) for block in efficientnet.DEFAULT_BLOCKS_ARGS]
+    return efficientnet.EfficientNet(1.0, 1.0, 224, activation="relu6", blocks_args=blocks,
+                                     name="efficientnet_lite0", include_top=include_top, weights=weights,
+                                     input_shape=input_shape)
+
+
 BACKBONES = {
     "efficientnetb0": keras.applications.EfficientNetB0,
     "efficientnetb1": keras.applications.EfficientNetB1,
@@ -24,6 +41,7 @@ BACKBONES = {
     "efficientnetv2b2": keras.applications.EfficientNetV2B2,
     "efficientnetv2b3": keras.applications.EfficientNetV2B3,
     "efficientnetv2s": keras.applications.EfficientNetV2S,
+    "efficientnet_lite0": EfficientNetLite0,
 }
 
 _STAGE = re.compile(r"^block(\d+)[a-z]+_")

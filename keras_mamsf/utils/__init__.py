@@ -1,3 +1,3 @@
-from keras_mamsf.utils.atomic import atomic_path, write_text_atomic
+from keras_mamsf.utils.atomic import atomic_directory, atomic_path, write_text_atomic
 
-__all__ = ["atomic_path", "write_text_atomic"]
+__all__ = ["atomic_directory", "atomic_path", "write_text_atomic"]

@@ -32,3 +32,27 @@ def write_text_atomic(path, text):
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(text)
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Like `atomic_path`, for a folder (a SavedModel): yields a temporary folder beside
+    `path`, then swaps it in; an existing `path` is replaced only once the new one is complete."""
+    import shutil
+
+    path = os.fspath(path).rstrip(os.sep)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(path):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".old", dir=parent)
+            os.replace(path, os.path.join(old, "previous"))
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

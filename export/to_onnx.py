@@ -1,0 +1,11 @@
+"""Export a trained MAMSF model to onnx: `python export/to_onnx.py MODEL.keras --out DIR [options]`.
+
+A thin entry point over `mamsf export --format onnx` (same options; `--help` lists them).
+"""
+
+import sys
+
+from keras_mamsf.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["export", "--format", "onnx", *sys.argv[1:]]))

@@ -1,0 +1,11 @@
+"""Export a trained MAMSF model to savedmodel: `python export/to_savedmodel.py MODEL.keras --out DIR [options]`.
+
+A thin entry point over `mamsf export --format savedmodel` (same options; `--help` lists them).
+"""
+
+import sys
+
+from keras_mamsf.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["export", "--format", "savedmodel", *sys.argv[1:]]))

@@ -1,0 +1,11 @@
+"""Export a trained MAMSF model to tflite: `python export/to_tflite.py MODEL.keras --out DIR [options]`.
+
+A thin entry point over `mamsf export --format tflite` (same options; `--help` lists them).
+"""
+
+import sys
+
+from keras_mamsf.cli.main import main
+
+if __name__ == "__main__":
+    sys.exit(main(["export", "--format", "tflite", *sys.argv[1:]]))

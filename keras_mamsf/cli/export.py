@@ -1,0 +1,84 @@
+"""`mamsf export`: a trained `.keras` file -> SavedModel / TFLite / ONNX, verified, with a manifest."""
+
+import json
+import sys
+
+
+def add_parser(commands, name):
+    parser = commands.add_parser(
+        name,
+        help="export a .keras model to SavedModel, TFLite (float32/float16/dynamic/int8) and ONNX, with parity checks",
+        description="Rebuilds the model's inference graph in float32 (anchor weights included), writes each format "
+        "into --out with labels.txt and manifest.json, loads every artifact in its own runtime (TensorFlow, LiteRT, "
+        "onnxruntime) and compares it with the Keras model on held-out images. Exits 1 if an artifact fails to "
+        "convert or fails its parity gate (the manifest keeps its figures).",
+    )
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_arguments(parser, formats=True):
+    from keras_mamsf.export.parity import GATES
+
+    parser.add_argument("model", metavar="MODEL.keras", help="a model saved by mamsf (safe_mode load)")
+    parser.add_argument("--out", required=True, help="output folder (artifacts, labels.txt, manifest.json)")
+    if formats:
+        parser.add_argument("--format", default="savedmodel,tflite,onnx",
+                            help="comma list of savedmodel, tflite, onnx (default: all three)")
+    parser.add_argument("--quantize", default=None,
+                        help="TFLite variants, a comma list of float32, float16, dynamic, int8 "
+                        "(default: float32,float16,dynamic, plus int8 when --calibration-data is given)")
+    parser.add_argument("--calibration-data", metavar="ROOT", default=None,
+                        help="int8 calibration images: the training split of an NIH-layout root or of prepared shards")
+    parser.add_argument("--calibration-images", type=int, default=300, help="calibration images (default: 300)")
+    parser.add_argument("--io-type", default="uint8", choices=["uint8", "int8"], help="int8 model input/output type")
+    parser.add_argument("--parity-data", metavar="ROOT", default=None,
+                        help="held-out images for parity: the test split of this root (default: --calibration-data's; "
+                        "with neither, a small synthetic set)")
+    parser.add_argument("--parity-images", type=int, default=200, help="parity images (default: 200)")
+    parser.add_argument("--thresholds", metavar="FILE", default=None,
+                        help="JSON {label: threshold} for the decision agreement and the manifest (default: 0.5 each)")
+    parser.add_argument("--max-dp", type=float, default=GATES["exact"]["max_dp"],
+                        help="gate: max |probability difference| of float32 artifacts (default: %(default)g)")
+    parser.add_argument("--max-macro-auc-drop", type=float, default=GATES["quantized"]["max_macro_auc_drop"],
+                        help="gate for quantized TFLite: macro AUC drop (default: %(default)g)")
+    parser.add_argument("--max-class-auc-drop", type=float, default=GATES["quantized"]["max_class_auc_drop"],
+                        help="gate for quantized TFLite: any one class's AUC drop (default: %(default)g)")
+    parser.add_argument("--no-verify", action="store_true", help="skip the parity checks")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+
+def run(args, formats=None):
+    from keras_mamsf.export.exporter import export_model, parse_formats
+    from keras_mamsf.export.litert import parse_variants
+
+    if args.calibration_images < 1 or args.parity_images < 1:
+        raise ValueError("--calibration-images and --parity-images must be >= 1")
+    if min(args.max_dp, args.max_macro_auc_drop, args.max_class_auc_drop) < 0:
+        raise ValueError("gates (--max-dp, --max-macro-auc-drop, --max-class-auc-drop) must be >= 0")
+    gates = {
+        "exact": {"max_dp": args.max_dp},
+        "quantized": {"max_dp": args.max_dp, "max_macro_auc_drop": args.max_macro_auc_drop,
+                      "max_class_auc_drop": args.max_class_auc_drop},
+    }
+    report = export_model(
+        args.model, args.out,
+        formats=parse_formats(formats or args.format),
+        quantize=None if args.quantize is None else parse_variants(args.quantize),
+        calibration_data=args.calibration_data, parity_data=args.parity_data, verify=not args.no_verify,
+        io_type=args.io_type, thresholds_path=args.thresholds, calibration_images=args.calibration_images,
+        parity_images=args.parity_images, seed=args.seed, gates=gates,
+        log=None if args.json else (lambda message: print(message, file=sys.stderr)),
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for name, entry in report["artifacts"].items():
+            print(f"{entry['status']:>6}  {args.out.rstrip('/')}/{name}")
+        print(f"manifest: {args.out.rstrip('/')}/manifest.json")
+    if report["failed"]:
+        print(f"mamsf export: error: failed: {', '.join(report['failed'])} (figures in the manifest)", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,83 @@
+"""The inference graph every export starts from.
+
+`inference_model(model)` rebuilds the trained model under the float32 policy (mixed-precision
+graphs do not convert: ONNX refuses them and TFLite would keep float16 / bfloat16 casts),
+loads the trained weights (anchor weights included: for "branch" they are part of the graph,
+for "shadow" the layer reads them in inference), and returns a model with the two named
+outputs of every artifact: `{"probs": sigmoid probabilities, "logits": logits}`, both
+float32, computed with `training=False`.
+"""
+
+import keras
+import numpy as np
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("probs", "logits")
+
+
+def _float32_config(config):
+    """`config` with every mixed dtype policy replaced by float32 (recursively)."""
+    if isinstance(config, dict):
+        if config.get("class_name") == "DTypePolicy" and isinstance(config.get("config"), dict):
+            name = config["config"].get("name", "")
+            if name.startswith("mixed_"):
+                return dict(config, config=dict(config["config"], name="float32"))
+        return {key: _float32_config(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_float32_config(value) for value in config]
+    if config in ("mixed_float16", "mixed_bfloat16"):
+        return "float32"
+    return config
+
+
+def float32_rebuild(model):
+    """A float32-policy copy of `model` with the same weights (a no-op copy for float32 models)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        rebuilt = model.__class__.from_config(_float32_config(model.get_config()))
+    finally:
+        keras.config.set_dtype_policy(previous)
+    weights = model.get_weights()
+    targets = rebuilt.weights
+    if len(weights) != len(targets):
+        raise ValueError(f"{model.name}: the float32 rebuild has {len(targets)} weights, the model {len(weights)}")
+    rebuilt.set_weights([np.asarray(w, dtype=t.dtype) if "float" in str(t.dtype) else w for w, t in zip(weights, targets)])
+    return rebuilt
+
+
+def inference_model(model):
+    """`image -> {"probs", "logits"}` in float32 with the trained (and anchor) weights."""
+    if "logits" not in [layer.name for layer in model.layers]:
+        raise ValueError(f"{model.name}: no layer named 'logits'; export needs a model from build_model")
+    rebuilt = float32_rebuild(model)
+    return keras.Model(
+        rebuilt.inputs,
+        {"probs": rebuilt.output, "logits": rebuilt.get_layer("logits").output},
+        name=f"{model.name}_inference",
+    )
+
+
+def input_shape(model):
+    """`(height, width, channels)` of the model's image input."""
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or any(d is None for d in shape):
+        raise ValueError(f"{model.name}: export needs a fixed (H, W, C) image input, got {shape}")
+    return tuple(int(d) for d in shape)
+
+
+def serving_archive(model, batch_size=None):
+    """A `keras.export.ExportArchive` with endpoint "serve": `image` (NHWC, pixels 0..255,
+    float32, batch `batch_size` or dynamic) -> `{"probs", "logits"}`; `training=False`."""
+    import tensorflow as tf
+
+    height, width, channels = input_shape(model)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec((batch_size, height, width, channels), tf.float32, name=INPUT_NAME)
+
+    def serve(image):
+        return model(image, training=False)
+
+    archive.add_endpoint("serve", serve, input_signature=[spec])
+    return archive

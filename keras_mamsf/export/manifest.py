@@ -1,0 +1,120 @@
+"""`manifest.json` and `labels.txt`, written atomically next to the artifacts.
+
+The manifest is what a device app needs besides the model file: the label order, the input
+spec and its normalization, the quantization parameters, the decision thresholds, and what
+was checked (parity figures, op versions, Edge TPU readiness), with the SHA-256 of the source
+`.keras` file and the versions of every converter and runtime involved.
+"""
+
+import datetime
+import hashlib
+import json
+import os
+from importlib import metadata
+
+from keras_mamsf.utils import write_text_atomic
+
+MANIFEST_NAME = "manifest.json"
+LABELS_NAME = "labels.txt"
+SCHEMA = "keras-mamsf/export-manifest/1"
+_PACKAGES = ("keras-mamsf", "keras", "tensorflow", "numpy", "ai-edge-litert", "tf2onnx", "onnx", "onnxruntime")
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions():
+    found = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def read_thresholds(path, labels):
+    """`{label: threshold}` from a JSON file (`{label: t}` or `{"thresholds": {label: t}}`);
+    0.5 for every label without a file."""
+    if path is None:
+        return {label: 0.5 for label in labels}, "default 0.5 (no --thresholds file)"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read thresholds ({str(error).splitlines()[0]}); expected JSON {{label: threshold}}")
+    data = data.get("thresholds", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{label: threshold}}")
+    missing = [label for label in labels if label not in data]
+    unknown = [key for key in data if key not in labels]
+    if missing or unknown:
+        raise ValueError(f"{path}: thresholds missing for {missing} / unknown labels {unknown}; give one per label")
+    bad = [label for label in labels if not isinstance(data[label], (int, float)) or not 0.0 < data[label] < 1.0]
+    if bad:
+        raise ValueError(f"{path}: thresholds must be numbers in (0, 1); bad: {bad}")
+    return {label: float(data[label]) for label in labels}, os.path.abspath(path)
+
+
+def new_manifest(labels, input_spec, thresholds, threshold_source, source):
+    return {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "labels": list(labels),
+        "input": input_spec,
+        "outputs": {
+            "probs": "float32 (batch, classes): sigmoid probabilities, label order as `labels`",
+            "logits": "float32 (batch, classes): logits; sigmoid(logits) = probs",
+        },
+        "thresholds": {"values": thresholds, "source": threshold_source},
+        "source_model": source,
+        "versions": versions(),
+        "artifacts": {},
+    }
+
+
+def merge_existing(out_dir, manifest):
+    """Keep entries of an earlier export of the *same* source model into `out_dir` (so
+    to_savedmodel.py, to_tflite.py and to_onnx.py can share one folder); drop stale ones."""
+    path = os.path.join(out_dir, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        return manifest
+    try:
+        with open(path, encoding="utf-8") as handle:
+            previous = json.load(handle)
+    except (OSError, json.JSONDecodeError):
+        return manifest
+    same = previous.get("source_model", {}).get("sha256") == manifest["source_model"]["sha256"]
+    if same:
+        kept = {name: entry for name, entry in previous.get("artifacts", {}).items()
+                if os.path.exists(os.path.join(out_dir, name))}
+        manifest["artifacts"] = dict(kept, **manifest["artifacts"])
+    return manifest
+
+
+def write(out_dir, manifest):
+    os.makedirs(out_dir, exist_ok=True)
+    write_text_atomic(os.path.join(out_dir, LABELS_NAME), "".join(f"{label}\n" for label in manifest["labels"]))
+    write_text_atomic(os.path.join(out_dir, MANIFEST_NAME), json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return os.path.join(out_dir, MANIFEST_NAME)
+
+
+def find_manifest(model_path):
+    """The manifest that describes `model_path` (in its folder, or above a SavedModel folder),
+    and that artifact's entry; `(None, None)` when there is none."""
+    model_path = os.path.abspath(os.fspath(model_path)).rstrip(os.sep)
+    folder, name = os.path.split(model_path)
+    path = os.path.join(folder, MANIFEST_NAME)
+    if not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError):
+        return None, None
+    return data, data.get("artifacts", {}).get(name)

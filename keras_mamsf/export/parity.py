@@ -1,0 +1,93 @@
+"""Parity of an exported artifact with the Keras float model, and its pass/fail gate.
+
+On the same held-out images: per-class ROC AUC of both (scikit-learn), the AUC drops, max and
+mean |dp|, and the agreement of the decisions at the thresholds. An int8 file is measured twice:
+from its `probs` output (a sigmoid with 256 levels) and from its `logits` with the sigmoid on the
+host; the better path is named in `use_output`, and the gate passes if that path passes.
+"""
+
+import numpy as np
+
+from keras_mamsf.metrics import per_class_auc
+
+# Default gates. float32 artifacts must reproduce the model: max |dp| <= 1e-4. Quantized ones pass
+# that same bound, or else are judged on ranking: the macro AUC may drop 0.005, one class 0.02.
+# (Below 1e-4 an AUC change only reorders near-ties: a barely trained model's probabilities can
+# all lie within 1e-6 of each other, and float noise then moves its AUC by 0.05.)
+GATES = {
+    "exact": {"max_dp": 1e-4},
+    "quantized": {"max_dp": 1e-4, "max_macro_auc_drop": 0.005, "max_class_auc_drop": 0.02},
+}
+
+
+def gate_kind(variant):
+    return "exact" if variant in ("savedmodel", "onnx", "float32") else "quantized"
+
+
+def compare(reference, candidate, labels, names, thresholds):
+    """Figures of `candidate` probabilities against `reference` (the Keras float model)."""
+    reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
+    thresholds = np.asarray(thresholds, "float64")
+    ref_auc = per_class_auc(labels, reference, names)
+    new_auc = per_class_auc(labels, candidate, names)
+    drops = {
+        name: ref_auc["per_class"][name]["auc"] - new_auc["per_class"][name]["auc"]
+        for name in names
+        if ref_auc["per_class"][name]["auc"] is not None
+    }
+    dp = np.abs(candidate - reference)
+    return {
+        "images": int(len(reference)),
+        "max_dp": float(dp.max()),
+        "mean_dp": float(dp.mean()),
+        "threshold_agreement": float(np.mean((candidate >= thresholds) == (reference >= thresholds))),
+        "macro_auc_reference": ref_auc["macro"],
+        "macro_auc": new_auc["macro"],
+        "macro_auc_drop": None if ref_auc["macro"] is None else ref_auc["macro"] - new_auc["macro"],
+        "class_auc": {name: new_auc["per_class"][name]["auc"] for name in names},
+        "class_auc_drop": drops,
+        "max_class_auc_drop": max(drops.values()) if drops else None,
+        "classes_unscored": new_auc["classes_unscored"],
+    }
+
+
+def check_gate(figures, gate):
+    """`(passed, [reasons])` for one set of figures against a gate dict.
+
+    With AUC bounds in the gate, `max_dp` is an alternative (either suffices); without, a must.
+    """
+    close = figures["max_dp"] <= gate.get("max_dp", float("inf"))
+    if "max_macro_auc_drop" not in gate and "max_class_auc_drop" not in gate:
+        return close, [] if close else [f"max |dp| {figures['max_dp']:.3g} > {gate['max_dp']:g}"]
+    if close:
+        return True, []
+    reasons = []
+    if "max_macro_auc_drop" in gate and (figures["macro_auc_drop"] or 0.0) > gate["max_macro_auc_drop"]:
+        reasons.append(f"macro AUC drop {figures['macro_auc_drop']:.4f} > {gate['max_macro_auc_drop']:g}")
+    if "max_class_auc_drop" in gate and (figures["max_class_auc_drop"] or 0.0) > gate["max_class_auc_drop"]:
+        worst = max(figures["class_auc_drop"], key=figures["class_auc_drop"].get)
+        reasons.append(f"{worst} AUC drop {figures['max_class_auc_drop']:.4f} > {gate['max_class_auc_drop']:g}")
+    if reasons and "max_dp" in gate:
+        reasons.insert(0, f"max |dp| {figures['max_dp']:.3g} > {gate['max_dp']:g}")
+    return not reasons, reasons
+
+
+def artifact_parity(variant, reference, outputs, labels, names, thresholds, gates=None):
+    """The parity entry of one artifact: figures per output path, the path to use, the verdict."""
+    from keras_mamsf.export.runtime import sigmoid
+
+    gate = dict((gates or GATES)[gate_kind(variant)])
+    paths = {"probs": compare(reference, outputs["probs"], labels, names, thresholds)}
+    if variant == "int8":
+        paths["logits"] = compare(reference, sigmoid(outputs["logits"]), labels, names, thresholds)
+    verdicts = {name: check_gate(figures, gate) for name, figures in paths.items()}
+    passing = [name for name, (ok, _) in verdicts.items() if ok]
+    ranked = sorted(paths, key=lambda name: (paths[name]["macro_auc_drop"] or 0.0, paths[name]["max_dp"]))
+    use = (passing and min(passing, key=ranked.index)) or ranked[0]
+    return {
+        "status": "passed" if passing else "failed",
+        "gate": gate,
+        "use_output": use,
+        "failures": [] if passing else verdicts[use][1],
+        "paths": paths,
+    }

@@ -1,0 +1,147 @@
+"""Run any exported artifact in its own runtime, with one interface.
+
+    runner = load_runner("out/model_int8.tflite")   # .keras, SavedModel dir, .tflite, .onnx
+    runner.input_shape                               # (H, W, C)
+    runner.predict(images)                           # float32 NHWC 0..255 -> {"probs", "logits"}
+
+The runtimes are the ones the artifacts ship to: Keras (`safe_mode=True`), TensorFlow's
+SavedModel loader (signature "serve"), the LiteRT interpreter (`ai-edge-litert`, signature
+"serve", batch 1, inputs quantized and outputs dequantized with the file's own parameters),
+and onnxruntime (CPU). Parity checks and `mamsf predict` both go through these.
+"""
+
+import os
+
+import numpy as np
+
+from keras_mamsf.export.inference import INPUT_NAME
+
+
+def artifact_format(path):
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "saved_model.pb")):
+            return "savedmodel"
+        raise ValueError(f"{path}: a folder but not a SavedModel (no saved_model.pb)")
+    for suffix, name in ((".keras", "keras"), (".tflite", "tflite"), (".onnx", "onnx")):
+        if path.endswith(suffix):
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path}: no such model file")
+            return name
+    if path.endswith((".h5", ".hdf5")):
+        raise ValueError(f"{path}: legacy HDF5 model files are refused; re-save the model as .keras with Keras 3")
+    raise ValueError(f"{path}: not a model this library runs (.keras, a SavedModel folder, .tflite or .onnx)")
+
+
+def load_runner(path, num_threads=None):
+    kind = artifact_format(path)
+    return {"keras": KerasRunner, "savedmodel": SavedModelRunner, "tflite": LiteRTRunner, "onnx": OnnxRunner}[kind](
+        os.fspath(path), **({"num_threads": num_threads} if kind in ("tflite", "onnx") else {})
+    )
+
+
+def sigmoid(logits):
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype="float64")))
+
+
+class KerasRunner:
+    format = "keras"
+
+    def __init__(self, path):
+        from keras_mamsf.export.inference import inference_model, input_shape
+        from keras_mamsf.models.io import load_model
+
+        self.model = inference_model(load_model(path, compile=False))
+        self.input_shape = input_shape(self.model)
+
+    def predict(self, images):
+        out = self.model.predict(np.asarray(images, dtype="float32"), verbose=0, batch_size=32)
+        return {name: np.asarray(out[name], dtype="float32") for name in ("probs", "logits")}
+
+
+class SavedModelRunner:
+    format = "savedmodel"
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        self._module = tf.saved_model.load(path)
+        if "serve" not in self._module.signatures:
+            raise ValueError(f"{path}: no 'serve' signature; it has {', '.join(self._module.signatures) or 'none'}")
+        self._serve = self._module.signatures["serve"]
+        spec = self._serve.structured_input_signature[1][INPUT_NAME]
+        self.input_shape = tuple(int(d) for d in spec.shape[1:])
+
+    def predict(self, images, batch_size=64):
+        import tensorflow as tf
+
+        images = np.asarray(images, dtype="float32")
+        parts = [self._serve(**{INPUT_NAME: tf.constant(images[i : i + batch_size])})
+                 for i in range(0, len(images), batch_size)]
+        return {name: np.concatenate([p[name].numpy() for p in parts]) for name in ("probs", "logits")}
+
+
+class LiteRTRunner:
+    format = "tflite"
+
+    def __init__(self, path, num_threads=None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        signatures = self.interpreter.get_signature_list()
+        if "serve" not in signatures:
+            raise ValueError(f"{path}: no 'serve' signature; it has {', '.join(signatures) or 'none'}")
+        self._runner = self.interpreter.get_signature_runner("serve")
+        self.input_detail = self._runner.get_input_details()[INPUT_NAME]
+        self.output_details = self._runner.get_output_details()
+        batch, *shape = (int(d) for d in self.input_detail["shape"])
+        if batch != 1:
+            raise ValueError(f"{path}: expected a batch-1 input, got {self.input_detail['shape']}")
+        self.input_shape = tuple(shape)
+
+    def predict(self, images):
+        images = np.asarray(images, dtype="float32")
+        outputs = {name: [] for name in ("probs", "logits")}
+        for image in images:
+            result = self._runner(**{INPUT_NAME: quantize(image[None], self.input_detail)})
+            for name in outputs:
+                outputs[name].append(dequantize(result[name], self.output_details[name]))
+        return {name: np.concatenate(values).astype("float32") for name, values in outputs.items()}
+
+
+def quantize(values, detail):
+    """Float values -> the input tensor's dtype with its own (scale, zero point)."""
+    dtype = np.dtype(detail["dtype"])
+    if dtype.kind == "f":
+        return values.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(values / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(values, detail):
+    if np.dtype(detail["dtype"]).kind == "f":
+        return values.astype("float32")
+    scale, zero_point = detail["quantization"]
+    return ((values.astype("float32") - zero_point) * scale).astype("float32")
+
+
+class OnnxRunner:
+    format = "onnx"
+
+    def __init__(self, path, num_threads=None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = int(num_threads)
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        inputs = self.session.get_inputs()
+        if [i.name for i in inputs] != [INPUT_NAME]:
+            raise ValueError(f"{path}: expected exactly one input named {INPUT_NAME!r}, got {[i.name for i in inputs]}")
+        self.input_shape = tuple(int(d) for d in inputs[0].shape[1:])
+
+    def predict(self, images):
+        names = ["probs", "logits"]
+        probs, logits = self.session.run(names, {INPUT_NAME: np.asarray(images, dtype="float32")})
+        return {"probs": probs, "logits": logits}

@@ -1,0 +1,76 @@
+"""Produces the exports that `test_export.py` checks, in a child process started at collection.
+
+    python tests/export_worker.py OUT_DIR
+
+Training a small model and converting it to every format takes a few minutes of mostly
+single-threaded work (graph tracing, the TFLite and ONNX converters), so it runs beside the
+rest of the suite. This file only produces; the tests hold the assertions. It prints one line
+`RESULT {json}` with the paths and the exit codes.
+
+- `model.keras`: MAMSF-B0, 32 px grayscale, "branch", trained for 3 batches on a synthetic root;
+  `out/`: `mamsf export` of it to every format, TFLite float32 / dynamic / int8 (int8 calibrated
+  on the root).
+- `mixed.keras`: the same trained weights in a `mixed_bfloat16` build; `mixed_out/`: exported
+  through `export_model` as float32 TFLite + ONNX (must pass) and float16 TFLite under a gate
+  that cannot hold (must be reported failed, with its figures). Between them, every TFLite
+  variant is converted and run once.
+"""
+
+import json
+import os
+import sys
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+import keras_mamsf as mamsf  # noqa: E402
+
+SIZE = 32
+
+
+def build(policy=None):
+    return mamsf.build_model(input_shape=(SIZE, SIZE, 1), anchor="branch", fusion_filters=8, dropout=0.0,
+                             anchor_decay=0.5, anchor_warmup=False, dtype_policy=policy)
+
+
+def produce(out_dir):
+    from keras_mamsf.cli.main import main
+    from keras_mamsf.data import nih, splits
+    from keras_mamsf.data.pipeline import make_dataset
+    from keras_mamsf.data.synth import write_synthetic
+    from keras_mamsf.export import export_model
+
+    root = os.path.join(out_dir, "synth")
+    write_synthetic(root, images=120, size=64, seed=3)
+    index = nih.read_nih(root)
+    train = splits.make_splits(index.records, index.lists, "official")["train"]
+    keras.utils.set_random_seed(0)
+    model = build()
+    # Eagerly: three steps of a 32 px model run faster than tracing the training graph.
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="binary_crossentropy", run_eagerly=True)
+    model.fit(make_dataset(train, SIZE, 8, training=True, channels=1).take(3), epochs=1, verbose=0)
+    model_path = mamsf.save_model(model, os.path.join(out_dir, "model.keras"))
+    out = os.path.join(out_dir, "out")
+    code = main(["export", model_path, "--out", out, "--quantize", "float32,dynamic,int8", "--calibration-data", root,
+                 "--calibration-images", "48", "--parity-images", "24", "--json"])
+
+    mixed = build("mixed_bfloat16")
+    mixed.set_weights(model.get_weights())
+    mixed_path = mamsf.save_model(mixed, os.path.join(out_dir, "mixed.keras"))
+    impossible = {"max_dp": -1.0, "max_macro_auc_drop": -1.0, "max_class_auc_drop": -1.0}
+    report = export_model(mixed_path, os.path.join(out_dir, "mixed_out"), formats=["tflite", "onnx"],
+                          quantize=["float32", "float16"], parity_data=root, parity_images=16,
+                          gates={"exact": {"max_dp": 1e-4}, "quantized": impossible})
+    return {"root": root, "model": model_path, "out": out, "code": code, "mixed": mixed_path,
+            "mixed_out": os.path.join(out_dir, "mixed_out"), "mixed_ok": report["ok"],
+            "mixed_failed": report["failed"]}
+
+
+if __name__ == "__main__":
+    try:
+        result = produce(sys.argv[1])
+    except Exception as error:
+        result = {"error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    print("RESULT " + json.dumps(result), flush=True)

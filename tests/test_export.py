@@ -1,0 +1,269 @@
+"""Export: every format loads in its own runtime and matches Keras; int8 is Edge TPU-ready; the
+manifest and labels sit beside the artifacts; `mamsf predict` agrees across formats and inputs."""
+
+import hashlib
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import keras_mamsf as mamsf
+from keras_mamsf.cli.main import main
+from keras_mamsf.export import check_edgetpu, litert
+from keras_mamsf.export.runtime import load_runner, sigmoid
+from keras_mamsf.labels import CHESTXRAY14_LABELS
+from conftest import worker_report
+
+SIZE = 32
+# What each format must reproduce of the Keras float model's probabilities (max |dp|).
+TOLERANCE = {"savedmodel": 1e-4, "model.onnx": 1e-4, "model_float32.tflite": 1e-4,
+             "model_dynamic.tflite": 5e-2, "model_int8.tflite": 0.1}
+
+
+@pytest.fixture(scope="module")
+def exported():
+    """What tests/export_worker.py produced (it runs beside the rest of the suite)."""
+    from pathlib import Path
+
+    report = worker_report("export")
+    assert "error" not in report, report.get("traceback", report)
+    paths = {key: Path(value) for key, value in report.items() if key in ("root", "model", "out", "mixed",
+                                                                          "mixed_out")}
+    return dict(report, **paths, manifest=json.loads((paths["out"] / "manifest.json").read_text()))
+
+
+def _probe(n=5, seed=0, channels=1):
+    return np.random.default_rng(seed).uniform(0, 255, (n, SIZE, SIZE, channels)).astype("float32")
+
+
+def test_every_format_matches_keras_in_its_own_runtime(exported):
+    assert exported["code"] == 0
+    artifacts = exported["manifest"]["artifacts"]
+    assert set(artifacts) == set(TOLERANCE)
+    images = _probe()
+    reference = mamsf.load_model(exported["model"]).predict(images, verbose=0)
+    for name, tolerance in TOLERANCE.items():
+        runner = load_runner(exported["out"] / name)
+        outputs = runner.predict(images)
+        probs = sigmoid(outputs["logits"]) if name == "model_int8.tflite" else outputs["probs"]
+        assert np.abs(probs - reference).max() <= tolerance, name
+        assert np.allclose(sigmoid(outputs["logits"]), outputs["probs"], atol=tolerance + 1e-6), name
+        entry = artifacts[name]
+        assert entry["status"] == "ok" and entry["parity"]["status"] == "passed", name
+        figures = entry["parity"]["paths"][entry["parity"]["use_output"]]
+        assert figures["images"] == 24 and figures["max_dp"] <= tolerance
+        if tolerance == 1e-4:
+            assert figures["max_dp"] <= 1e-4 and figures["threshold_agreement"] == 1.0
+    assert set(artifacts["model_int8.tflite"]["parity"]["paths"]) == {"probs", "logits"}
+
+
+def test_signatures_shapes_and_single_onnx_input(exported):
+    import onnxruntime as ort
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = exported["out"]
+    serve = tf.saved_model.load(str(out / "savedmodel")).signatures["serve"]
+    result = serve(image=tf.constant(_probe(3)))  # dynamic batch
+    assert sorted(result) == ["logits", "probs"] and result["probs"].shape == (3, 14)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    assert sorted(o.name for o in session.get_outputs()) == ["logits", "probs"]
+    assert session.run(["probs"], {"image": _probe(3)})[0].shape == (3, 14)
+    tflite = [out / f"model_{v}.tflite" for v in ("float32", "dynamic", "int8")]
+    for path in tflite + [exported["mixed_out"] / "model_float16.tflite"]:
+        interpreter = Interpreter(model_path=str(path))
+        assert interpreter.get_signature_list() == {"serve": {"inputs": ["image"], "outputs": ["logits", "probs"]}}
+        (detail,) = interpreter.get_input_details()
+        assert list(detail["shape"]) == [1, SIZE, SIZE, 1] and list(detail["shape_signature"]) == [1, SIZE, SIZE, 1]
+
+
+def test_int8_is_integer_only_and_edgetpu_ready(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    path = exported["out"] / "model_int8.tflite"
+    interpreter = Interpreter(model_path=str(path))
+    details = interpreter.get_input_details() + interpreter.get_output_details()
+    assert {np.dtype(d["dtype"]).name for d in details} == {"uint8"}
+    types = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    assert types <= {"uint8", "int8", "int32"}, types
+    report = check_edgetpu(str(path))
+    assert report == {**report, "ready": True, "first_offending_op": None, "problems": []}
+    entry = exported["manifest"]["artifacts"]["model_int8.tflite"]
+    assert entry["edgetpu"]["ready"] and entry["edgetpu"]["ops"] == report["ops"]
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "LOGISTIC"} <= set(report["ops"])
+    scale, zero_point = interpreter.get_output_details()[0]["quantization"]
+    recorded = {name: o["quantization"] for name, o in entry["outputs"].items()}
+    assert (scale, zero_point) in {(q["scale"], q["zero_point"]) for q in recorded.values()}
+    assert recorded["probs"] == {"scale": 1 / 256, "zero_point": 0}  # the int8 sigmoid's 256 levels
+    assert entry["calibration"]["images"] == 48 and "train split" in entry["calibration"]["source"]
+    # The float file is not Edge TPU material, and the check says why.
+    float_report = check_edgetpu(str(exported["out"] / "model_float32.tflite"))
+    assert not float_report["ready"] and "FLOAT32" in float_report["problems"][0]
+
+
+def _tiny_savedmodel(tmp_path, activation_layer):
+    from keras_mamsf.export.inference import serving_archive
+
+    image = keras.Input((16, 16, 1), name="image")
+    x = keras.layers.Conv2D(4, 3)(image)
+    x = activation_layer(x)
+    logits = keras.layers.Dense(14, name="logits")(keras.layers.GlobalAveragePooling2D()(x))
+    inner = keras.Model(image, {"probs": keras.layers.Activation("sigmoid")(logits), "logits": logits})
+    path = str(tmp_path / "tiny")
+    serving_archive(inner, batch_size=1).write_out(path, verbose=False)
+    return path
+
+
+def test_edgetpu_check_names_the_first_unsupported_op(tmp_path):
+    path = _tiny_savedmodel(tmp_path, keras.layers.LeakyReLU(0.1))
+    rng = np.random.default_rng(0)
+    images = [rng.uniform(0, 255, (1, 16, 16, 1)).astype("float32") for _ in range(8)]
+    report = check_edgetpu(litert.convert(path, "int8", images))
+    assert not report["ready"] and report["first_offending_op"] == "LEAKY_RELU"
+    assert any("LEAKY_RELU: not supported by the Edge TPU" in p for p in report["problems"])
+
+
+def test_conversion_never_falls_back_to_flex_ops(tmp_path):
+    class Inverse(keras.layers.Layer):  # MatrixInverse has no TFLite builtin kernel
+        def call(self, x):
+            import tensorflow as tf
+
+            square = tf.reshape(x[:, :4, :4, 0], (-1, 4, 4)) + tf.eye(4) * 10.0
+            return x * tf.reduce_sum(tf.linalg.inv(square), axis=[1, 2])[:, None, None, None]
+
+    path = _tiny_savedmodel(tmp_path, Inverse())
+    with pytest.raises(litert.ConversionError, match="float32 conversion failed"):
+        litert.convert(path, "float32")
+
+
+def test_manifest_and_labels_sit_beside_the_artifacts(exported):
+    out, manifest = exported["out"], exported["manifest"]
+    assert (out / "labels.txt").read_text().splitlines() == list(CHESTXRAY14_LABELS) == manifest["labels"]
+    assert manifest["source_model"]["sha256"] == hashlib.sha256(exported["model"].read_bytes()).hexdigest()
+    assert manifest["input"]["name"] == "image" and manifest["input"]["range"] == [0, 255]
+    assert (manifest["input"]["height"], manifest["input"]["channels"]) == (SIZE, 1)
+    assert manifest["thresholds"]["values"] == {label: 0.5 for label in CHESTXRAY14_LABELS}
+    assert manifest["versions"]["tensorflow"] and manifest["versions"]["keras"]
+    assert manifest["parity_data"]["images"] == 24 and "test split" in manifest["parity_data"]["source"]
+    for name, entry in manifest["artifacts"].items():
+        path = out / name
+        assert path.exists() and entry["size_bytes"] > 0
+        if path.is_file():
+            assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    ops = manifest["artifacts"]["model_float32.tflite"]["ops"]
+    assert "CONV_2D" in [o["op"] for o in ops] and all(isinstance(o["version"], int) for o in ops)
+    assert manifest["artifacts"]["model.onnx"]["opset"] == 17
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+def _write_dicom(path, pixels8, monochrome1=True):
+    """A 12-bit DICOM of `pixels8` (uint8): stored inverted for MONOCHROME1, with a rescale and a
+    window covering the whole range, so reading it back must give `pixels8` again."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    stored = pixels8.astype("uint16") * 16  # 0..4080
+    if monochrome1:
+        stored = 4080 - stored
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.WindowCenter, ds.WindowWidth = 2040 - 1024 + 0.5, 4081
+    ds.PixelData = stored.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_predict_agrees_across_formats_for_png_and_dicom(exported, tmp_path, capsys):
+    import tensorflow as tf
+
+    from keras_mamsf.cli.predict import predict_files
+
+    png = sorted((exported["root"] / "images").glob("*.png"))[0]
+    pixels = tf.io.decode_png(tf.io.read_file(str(png)), channels=1).numpy()[..., 0]
+    dicom = tmp_path / "study.dcm"
+    _write_dicom(str(dicom), pixels)
+    from keras_mamsf.data.images import load_image, read_grayscale
+
+    assert np.array_equal(read_grayscale(dicom)[..., 0], pixels.astype("float32"))  # VOI + MONOCHROME1 undone
+
+    reference = mamsf.load_model(exported["model"]).predict(np.stack([load_image(png, SIZE, 1)]), verbose=0)[0]
+    for name, tolerance in [("keras", 1e-6), *TOLERANCE.items()]:
+        path = exported["model"] if name == "keras" else exported["out"] / name
+        results, thresholds, _ = predict_files(path, [png, dicom])
+        for result in results:
+            probs = np.array([result["probs"][label] for label in CHESTXRAY14_LABELS])
+            assert np.abs(probs - reference).max() <= tolerance, (name, result["image"])
+            assert result["findings"] == [label for label in CHESTXRAY14_LABELS if result["probs"][label] >= 0.5]
+    assert main(["predict", "--model", str(exported["out"] / "model.onnx"), str(png), str(dicom), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in report["results"]] == [str(png), str(dicom)]
+    assert report["thresholds"] == {label: 0.5 for label in CHESTXRAY14_LABELS}
+
+
+def test_predict_and_export_errors_are_one_line(exported, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    cases = [
+        (["predict", "--model", str(exported["out"] / "model.onnx"), str(broken)], f"{broken}: cannot decode"),
+        (["predict", "--model", str(exported["out"] / "model.onnx"), str(tmp_path / "none.png")], "no such image"),
+        (["predict", "--model", str(tmp_path / "old.h5"), str(broken)], "legacy HDF5 model files are refused"),
+        (["predict", "--model", str(exported["out"] / "labels.txt"), str(broken)], "not a model this library runs"),
+        (["export", str(exported["model"]), "--out", str(tmp_path / "x"), "--quantize", "int8"],
+         "int8 needs --calibration-data ROOT"),
+        (["export", str(exported["model"]), "--out", str(tmp_path / "x"), "--quantize", "int4"],
+         "--quantize: unknown variant"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, err
+
+
+def test_mixed_precision_model_exports_with_float32_parity(exported):
+    mixed = mamsf.load_model(exported["mixed"])
+    assert mixed.get_layer("fusion").compute_dtype == "bfloat16"
+    manifest = json.loads((exported["mixed_out"] / "manifest.json").read_text())
+    assert manifest["source_model"]["dtype_policy"] == "mixed_bfloat16"
+    images = _probe(4)
+    float_model = mamsf.load_model(exported["model"])
+    for name in ("model_float32.tflite", "model.onnx"):
+        entry = manifest["artifacts"][name]
+        assert entry["status"] == "ok" and entry["parity"]["paths"]["probs"]["max_dp"] <= 1e-4
+        probs = load_runner(exported["mixed_out"] / name).predict(images)["probs"]
+        # The float32 rebuild computes what the float model computes (same weights) ...
+        assert np.abs(probs - float_model.predict(images, verbose=0)).max() <= 1e-4
+        # ... and stays near the bfloat16 model itself.
+        assert np.abs(probs - mixed.predict(images, verbose=0)).max() < 0.05
+    # A gate that cannot hold: the artifact is reported failed, with its figures; the run is not ok.
+    entry = manifest["artifacts"]["model_float16.tflite"]
+    assert (exported["mixed_ok"], exported["mixed_failed"]) == (False, ["model_float16.tflite"])
+    assert entry["status"] == "failed" and entry["parity"]["failures"][0].startswith("max |dp|")
+    figures = entry["parity"]["paths"]["probs"]
+    assert figures["images"] == 16 and figures["max_dp"] <= 2e-2  # float16 weights: close, yet "failed"
+    probs = load_runner(exported["mixed_out"] / "model_float16.tflite").predict(images)["probs"]
+    assert np.abs(probs - float_model.predict(images, verbose=0)).max() <= 2e-2
+
+
+def test_export_exits_non_zero_when_an_artifact_fails(tmp_path, monkeypatch, capsys):
+    from keras_mamsf.export import exporter
+
+    def failing(model_path, out_dir, **kwargs):
+        return {"artifacts": {"model.onnx": {"status": "failed"}}, "failed": ["model.onnx"]}
+
+    monkeypatch.setattr(exporter, "export_model", failing)
+    assert main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "out"), "--format", "onnx"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["mamsf export: error: failed: model.onnx (figures in the manifest)"]
