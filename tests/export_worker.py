@@ -11,7 +11,7 @@ rest of the suite. This file only produces; the tests hold the assertions. It pr
   `out/`: `mamsf export` of it to every format, TFLite float32 / dynamic / int8 (int8 calibrated
   on the root).
 - `mixed.keras`: the same trained weights in a `mixed_bfloat16` build; `mixed_out/`: exported
-  through `export_model` as float32 TFLite + ONNX (must pass) and float16 TFLite under a gate
+  through `export_model` as float32 TFLite (must pass) and float16 TFLite under a gate
   that cannot hold (must be reported failed, with its figures). Between them, every TFLite
   variant is converted and run once.
 """
@@ -60,7 +60,7 @@ def produce(out_dir):
     mixed.set_weights(model.get_weights())
     mixed_path = mamsf.save_model(mixed, os.path.join(out_dir, "mixed.keras"))
     impossible = {"max_dp": -1.0, "max_macro_auc_drop": -1.0, "max_class_auc_drop": -1.0}
-    report = export_model(mixed_path, os.path.join(out_dir, "mixed_out"), formats=["tflite", "onnx"],
+    report = export_model(mixed_path, os.path.join(out_dir, "mixed_out"), formats=["tflite"],
                           quantize=["float32", "float16"], parity_data=root, parity_images=16,
                           gates={"exact": {"max_dp": 1e-4}, "quantized": impossible})
     return {"root": root, "model": model_path, "out": out, "code": code, "mixed": mixed_path,
