@@ -62,6 +62,7 @@ BACKEND_CHECKS = {
 }
 WORKER_TIMEOUT_S = 1200
 _workers = {}
+_worker_root = []  # the temporary folder of the workers' outputs, removed at the end
 
 
 # Tests that wait for a worker run last, so the rest of the suite overlaps with the workers.
@@ -77,6 +78,7 @@ def pytest_collection_finish(session):
     root = None
     if files & set(_WAITING_FILES):
         root = tempfile.mkdtemp(prefix="mamsf_workers_")
+        _worker_root.append(root)
     if "test_backends.py" in files:
         for backend in BACKEND_CHECKS:
             _workers[backend] = _launch_worker(backend, os.path.join(root, backend))
@@ -87,9 +89,14 @@ def pytest_collection_finish(session):
 
 
 def pytest_sessionfinish(session):
+    import shutil
+
     for process, _ in _workers.values():
         if process.poll() is None:
             process.kill()
+        process.wait()
+    for root in _worker_root:  # the exports alone are ~100 MB
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _launch_worker(backend, out_dir, script="backend_worker.py", args=None):
