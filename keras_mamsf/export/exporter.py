@@ -55,8 +55,8 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         ["float32", "float16", "dynamic"] + (["int8"] if calibration_data else []))
     if "tflite" in formats and "int8" in variants and not calibration_data:
         raise ValueError("int8 needs --calibration-data ROOT (an NIH-layout root or a folder of prepared shards)")
-    source_sha = manifest.sha256_of(model_path) if os.path.isfile(model_path) else None
     trained = load_model(model_path, compile=False)
+    source_sha = manifest.sha256_of(model_path)
     model = inference_model(trained)
     height, width, channels = input_shape(model)
     classes = int(model.output["probs"].shape[-1])

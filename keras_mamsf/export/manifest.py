@@ -81,13 +81,8 @@ def new_manifest(labels, input_spec, thresholds, threshold_source, source):
 def merge_existing(out_dir, manifest):
     """Keep entries of an earlier export of the *same* source model into `out_dir` (so
     to_savedmodel.py, to_tflite.py and to_onnx.py can share one folder); drop stale ones."""
-    path = os.path.join(out_dir, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        return manifest
-    try:
-        with open(path, encoding="utf-8") as handle:
-            previous = json.load(handle)
-    except (OSError, json.JSONDecodeError):
+    previous = _read_manifest(os.path.join(out_dir, MANIFEST_NAME))
+    if previous is None:
         return manifest
     same = previous.get("source_model", {}).get("sha256") == manifest["source_model"]["sha256"]
     if same:
@@ -109,12 +104,16 @@ def find_manifest(model_path):
     and that artifact's entry; `(None, None)` when there is none."""
     model_path = os.path.abspath(os.fspath(model_path)).rstrip(os.sep)
     folder, name = os.path.split(model_path)
-    path = os.path.join(folder, MANIFEST_NAME)
-    if not os.path.isfile(path):
-        return None, None
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError):
+    data = _read_manifest(os.path.join(folder, MANIFEST_NAME))
+    if data is None:
         return None, None
     return data, data.get("artifacts", {}).get(name)
+
+
+def _read_manifest(path):
+    """The manifest at `path`, or None when there is none or it does not parse."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -23,13 +23,13 @@ def artifact_format(path):
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
             return "savedmodel"
         raise ValueError(f"{path}: a folder but not a SavedModel (no saved_model.pb)")
-    for suffix, name in ((".keras", "keras"), (".tflite", "tflite"), (".onnx", "onnx")):
+    if path.endswith((".keras", ".h5", ".hdf5")):
+        return "keras"  # models.io.load_model checks the file and refuses legacy HDF5
+    for suffix, name in ((".tflite", "tflite"), (".onnx", "onnx")):
         if path.endswith(suffix):
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path}: no such model file")
             return name
-    if path.endswith((".h5", ".hdf5")):
-        raise ValueError(f"{path}: legacy HDF5 model files are refused; re-save the model as .keras with Keras 3")
     raise ValueError(f"{path}: not a model this library runs (.keras, a SavedModel folder, .tflite or .onnx)")
 
 
