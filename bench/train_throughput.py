@@ -97,26 +97,17 @@ def measure_ours(args):
     import keras
     from keras import ops
 
-    import keras_mamsf as mamsf
-
     device = _device_name(keras.backend.backend())
     policy = args.policy
     if policy == "auto":
         policy = "mixed_bfloat16" if device.startswith("gpu") else "float32"
-    keras.utils.set_random_seed(0)
-    x = keras.random.uniform((args.batch, args.size, args.size, 3), 0.0, 255.0, seed=1)
-    y = ops.cast(keras.random.uniform((args.batch, NUM_CLASSES), seed=2) < 0.2, "float32")
+    x, y = synthetic_batch(args.batch, args.size)
     print(f"backend {keras.backend.backend()} on {device}, policy {policy}, {args.backbone} {args.size}px, "
           f"batch {args.batch}", flush=True)
 
     models, solo, warmup = {}, {}, {}
     for mode in args.modes:
-        keras.utils.set_random_seed(0)
-        model = mamsf.build_model(
-            args.backbone, (args.size, args.size, 3), num_classes=NUM_CLASSES,
-            anchor=None if mode == "none" else mode, dtype_policy=policy,
-        )
-        model.compile(optimizer=keras.optimizers.AdamW(args.learning_rate), loss="binary_crossentropy")
+        model = build_bench_model(args.backbone, args.size, mode, policy, args.learning_rate)
         started = time.perf_counter()
         warmup_loss = _fit(model, x, y, args.warmup_steps)
         warmup[mode] = time.perf_counter() - started
@@ -160,6 +151,33 @@ def measure_ours(args):
         },
     }
     return report
+
+
+def synthetic_batch(batch, size):
+    """The benchmark's one batch: pixels uniform in 0..255, labels positive with p = 0.2 (seed 0)."""
+    import keras
+    from keras import ops
+
+    keras.utils.set_random_seed(0)
+    x = keras.random.uniform((batch, size, size, 3), 0.0, 255.0, seed=1)
+    y = ops.cast(keras.random.uniform((batch, NUM_CLASSES), seed=2) < 0.2, "float32")
+    return x, y
+
+
+def build_bench_model(backbone, size, mode, policy, learning_rate, jit_compile="auto"):
+    """MAMSF with anchor `mode` ("none" = no anchor), same initial weights for every mode."""
+    import keras
+
+    import keras_mamsf as mamsf
+
+    keras.utils.set_random_seed(0)
+    model = mamsf.build_model(
+        backbone, (size, size, 3), num_classes=NUM_CLASSES,
+        anchor=None if mode == "none" else mode, dtype_policy=policy,
+    )
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate), loss="binary_crossentropy",
+                  jit_compile=jit_compile)
+    return model
 
 
 def _fit(model, x, y, steps):
