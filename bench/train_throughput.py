@@ -97,7 +97,7 @@ def measure_ours(args):
     import keras
     from keras import ops
 
-    device = _device_name(keras.backend.backend())
+    device = device_name(keras.backend.backend())
     policy = args.policy
     if policy == "auto":
         policy = "mixed_bfloat16" if device.startswith("gpu") else "float32"
@@ -164,7 +164,7 @@ def synthetic_batch(batch, size):
     return x, y
 
 
-def build_bench_model(backbone, size, mode, policy, learning_rate, jit_compile="auto"):
+def build_bench_model(backbone, size, mode, policy, learning_rate):
     """MAMSF with anchor `mode` ("none" = no anchor), same initial weights for every mode."""
     import keras
 
@@ -175,8 +175,7 @@ def build_bench_model(backbone, size, mode, policy, learning_rate, jit_compile="
         backbone, (size, size, 3), num_classes=NUM_CLASSES,
         anchor=None if mode == "none" else mode, dtype_policy=policy,
     )
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate), loss="binary_crossentropy",
-                  jit_compile=jit_compile)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate), loss="binary_crossentropy")
     return model
 
 
@@ -206,7 +205,7 @@ def _batches(model, x, y):
     return forever()
 
 
-def _device_name(backend):
+def device_name(backend):
     if backend == "jax":
         import jax
 
