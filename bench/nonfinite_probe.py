@@ -148,6 +148,10 @@ def localise(model, x, y):
     from keras import ops
 
     report = {"weights_finite_before": not _nonfinite_paths(model.variables)["count"]}
+    # Read before the forward pass below moves the BN statistics and dropout seeds, so the gradient
+    # pass starts from exactly the compiled step's state.
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
     first = []
     original_call = keras.layers.Layer.__call__
 
@@ -165,9 +169,6 @@ def localise(model, x, y):
     report["forward"] = {"finite": not first and _all_finite([probs]), "first_nonfinite_layer": first[0] if first else None}
     if not report["forward"]["finite"]:
         return report  # the gradients of a non-finite loss say nothing more
-
-    trainable = [v.value for v in model.trainable_variables]
-    non_trainable = [v.value for v in model.non_trainable_variables]
 
     def loss_of(trainable_values):
         predictions, _ = model.stateless_call(trainable_values, non_trainable, x, training=True)
