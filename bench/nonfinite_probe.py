@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-from train_throughput import build_bench_model, device_name, synthetic_batch
+from train_throughput import ALL_MODES, build_bench_model, device_name, synthetic_batch
 
 VARIANTS = ("bf16", "bf16-autotune0", "float32")
 
@@ -42,7 +42,7 @@ def parse_args(argv=None):
     parser.add_argument("--backbone", default="efficientnetb0")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--mode", default="none", choices=["none", "branch", "shadow", "inplace"])
+    parser.add_argument("--mode", default="none", choices=ALL_MODES)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -68,7 +68,7 @@ def main(argv=None):
     for variant in args.variants:
         # Only the first variant that fails is recomputed op by op: that rerun is the slow part.
         localised = any(r.get("rerun_op_by_op") for r in results)
-        results.append(spawn_variant(args, variant, localise_failure=not localised))
+        results.append(spawn_variant(args, variant, localise_failure=not (args.no_localise or localised)))
     report = {"backbone": args.backbone, "size": args.size, "batch": args.batch, "mode": args.mode,
               "steps": args.steps, "variants": results, "verdict": verdict(results)}
     if args.report:
@@ -120,7 +120,8 @@ def run_variant(args, variant):
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "losses": [], "first_nonfinite_step": None,
               "status": "finite"}
     for step in range(args.steps):
-        before = [np.array(ops.convert_to_numpy(v)) for v in model.variables]
+        # The step's starting state, kept only for the op-by-op rerun.
+        before = None if args.no_localise else [np.array(ops.convert_to_numpy(v)) for v in model.variables]
         loss = float(model.train_on_batch(x, y))
         result["losses"].append(loss if math.isfinite(loss) else None)
         print(f"PROGRESS step {step} loss {loss:.5f}", flush=True)
@@ -203,10 +204,10 @@ def verdict(results):
     if "nonfinite" not in status.values():
         return "did not reproduce: " + ", ".join(f"{v} {s}" for v, s in status.items())
     failed = next(r for r in results if r["status"] == "nonfinite")
+    where = f"{failed['variant']} step {failed['first_nonfinite_step']}"
     rerun = failed.get("rerun_op_by_op")
     if rerun is None:
-        return f"{failed['variant']} step {failed['first_nonfinite_step']}: non-finite (not recomputed op by op)"
-    where = f"{failed['variant']} step {failed['first_nonfinite_step']}"
+        return f"{where}: non-finite (not recomputed op by op)"
     if not rerun["weights_finite_before"]:
         return f"{where}: the weights were already non-finite before the step (the previous update made them)"
     if not rerun["forward"]["finite"]:

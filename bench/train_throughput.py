@@ -25,6 +25,7 @@ MAMSF-B0 at 224 px, JAX, mixed_bfloat16 >= 1.1x timm efficientnet_b0 compiled.
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -142,8 +143,8 @@ def measure_ours(args):
         "ratio_to_none": {
             m: statistics.median(b / a for a, b in zip(s, seconds["none"])) for m, s in seconds.items()
         },
-        "final_loss": {m: (v if _finite(v) else None) for m, v in losses.items()},  # JSON has no NaN
-        "loss_finite": {m: bool(_finite(v)) for m, v in losses.items()},
+        "final_loss": {m: (v if math.isfinite(v) else None) for m, v in losses.items()},  # JSON has no NaN
+        "loss_finite": {m: math.isfinite(v) for m, v in losses.items()},
         "anchor_steps": {
             m: [int(ops.convert_to_numpy(models[m].anchor_layers[0].step)),
                 int(ops.convert_to_numpy(models[m].optimizer.iterations))]
@@ -219,10 +220,6 @@ def device_name(backend):
 
     gpus = tf.config.list_physical_devices("GPU")
     return f"gpu:{gpus[0].name}" if gpus else "cpu"
-
-
-def _finite(value):
-    return value == value and abs(value) != float("inf")
 
 
 # -- the peer: timm efficientnet_b0 ------------------------------------------------------
