@@ -66,7 +66,8 @@ _worker_root = []  # the temporary folder of the workers' outputs, removed at th
 
 
 # Tests that wait for a worker run last, so the rest of the suite overlaps with the workers.
-_WAITING_FILES = {"test_export.py": 1, "test_backends.py": 2}
+_WAITING_FILES = {"test_export.py": 1, "test_evaluate_model.py": 1, "test_backends.py": 2}
+EXPORT_WORKER_TESTS = {"test_export.py", "test_evaluate_model.py"}
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -82,7 +83,7 @@ def pytest_collection_finish(session):
     if "test_backends.py" in files:
         for backend in BACKEND_CHECKS:
             _workers[backend] = _launch_worker(backend, os.path.join(root, backend))
-    if "test_export.py" in files:
+    if files & EXPORT_WORKER_TESTS:
         # Export conversions (tracing, the TFLite / ONNX converters) are mostly single-threaded too.
         _workers["export"] = _launch_worker("tensorflow", os.path.join(root, "export"), script="export_worker.py",
                                             args=[])

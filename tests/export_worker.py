@@ -14,6 +14,9 @@ rest of the suite. This file only produces; the tests hold the assertions. It pr
   through `export_model` as float32 TFLite (must pass) and float16 TFLite under a gate
   that cannot hold (must be reported failed, with its figures). Between them, every TFLite
   variant is converted and run once.
+- `eval_keras/`: `mamsf evaluate` of `model.keras` on the root's test split, thresholds from val;
+  `eval_int8/`: of `out/model_int8.tflite` on the same split, with the Keras run's predictions as
+  `--baseline` (its AUC change).
 """
 
 import json
@@ -63,9 +66,17 @@ def produce(out_dir):
     report = export_model(mixed_path, os.path.join(out_dir, "mixed_out"), formats=["tflite"],
                           quantize=["float32", "float16"], parity_data=root, parity_images=16,
                           gates={"exact": {"max_dp": 1e-4}, "quantized": impossible})
+
+    evaluations = {}
+    for name, model_file, extra in (("eval_keras", model_path, ["--thresholds-from", "val"]),
+                                    ("eval_int8", os.path.join(out, "model_int8.tflite"),
+                                     ["--baseline", os.path.join(out_dir, "eval_keras", "predictions.npz")])):
+        evaluations[name] = main(["evaluate", "--model", model_file, "--data", root, "--val-fraction", "0.3",
+                                  "--n-boot", "200", "--out", os.path.join(out_dir, name), *extra])
     return {"root": root, "model": model_path, "out": out, "code": code, "mixed": mixed_path,
             "mixed_out": os.path.join(out_dir, "mixed_out"), "mixed_ok": report["ok"],
-            "mixed_failed": report["failed"]}
+            "mixed_failed": report["failed"], "evaluations": evaluations,
+            **{name: os.path.join(out_dir, name) for name in evaluations}}
 
 
 if __name__ == "__main__":

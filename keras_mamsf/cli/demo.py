@@ -47,7 +47,7 @@ def run(args):
     from keras_mamsf.data import nih, splits
     from keras_mamsf.data.pipeline import make_dataset
     from keras_mamsf.data.synth import write_synthetic
-    from keras_mamsf.metrics import per_class_auc
+    from keras_mamsf.evaluation.metrics import per_class_auc
     from keras_mamsf.training import distributed, replica_count
     from keras_mamsf.utils import write_text_atomic
 

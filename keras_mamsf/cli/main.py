@@ -3,10 +3,10 @@
 import argparse
 import sys
 
-from keras_mamsf.cli import demo, export, inspect_data, predict, prepare, synth
+from keras_mamsf.cli import compare, demo, evaluate, export, inspect_data, predict, prepare, synth
 
-SUBCOMMANDS = {"synth": synth, "inspect": inspect_data, "prepare": prepare, "export": export, "predict": predict,
-               "demo": demo}
+SUBCOMMANDS = {"synth": synth, "inspect": inspect_data, "prepare": prepare, "evaluate": evaluate, "compare": compare,
+               "export": export, "predict": predict, "demo": demo}
 
 
 class CommandError(Exception):

@@ -26,22 +26,15 @@ def predict_files(model_path, paths, threads=None):
     import numpy as np
 
     from keras_mamsf.data.images import load_image
-    from keras_mamsf.export.manifest import find_manifest
-    from keras_mamsf.export.runtime import load_runner, sigmoid
-    from keras_mamsf.labels import CHESTXRAY14_LABELS
+    from keras_mamsf.export.manifest import model_card
+    from keras_mamsf.export.runtime import load_runner, scores_from_outputs, square_input
 
-    record, entry = find_manifest(model_path)
-    labels = record["labels"] if record else list(CHESTXRAY14_LABELS)
-    thresholds = record["thresholds"]["values"] if record else {label: 0.5 for label in labels}
-    # An int8 file is read through the output its parity check found better (logits: finer).
-    use = ((entry or {}).get("parity") or {}).get("use_output", "probs")
+    labels, thresholds, use = model_card(model_path)
     runner = load_runner(model_path, num_threads=threads)
-    height, width, channels = runner.input_shape
-    if height != width:
-        raise ValueError(f"{model_path}: square inputs only, got {height}x{width}")
-    images = np.stack([load_image(path, height, channels) for path in paths])  # errors name the file
+    size, channels = square_input(runner, model_path)
+    images = np.stack([load_image(path, size, channels) for path in paths])  # errors name the file
     outputs = runner.predict(images)
-    probs = np.asarray(sigmoid(outputs["logits"]) if use == "logits" else outputs["probs"], dtype="float64")
+    probs = scores_from_outputs(outputs, use)
     if probs.shape[1] != len(labels):
         raise ValueError(f"{model_path}: {probs.shape[1]} outputs for {len(labels)} labels")
     results = []

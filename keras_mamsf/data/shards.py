@@ -102,3 +102,19 @@ def split_dataset(root, split, image_size, batch_size, shards=None, training=Fal
     index = nih.read_nih(root)
     parts = splits.make_splits(index.records, index.lists, "official", val_fraction, split_seed)
     return make_dataset(parts[split], image_size, batch_size, training=training, seed=seed, **kwargs), "png"
+
+
+def shard_ids(out_dir, size, split):
+    """`(image names, patient ids)` of a prepared split, in the order `make_shard_dataset` reads
+    it when not training (files and records in order)."""
+    import tensorflow_datasets as tfds
+
+    path = find_shards(out_dir, size)
+    if path is None:
+        raise FileNotFoundError(f"{out_dir}: no {size}px shards; run `mamsf prepare --data ROOT --size {size} --out {out_dir}`")
+    dataset = tfds.builder_from_directory(path).as_dataset(split=split, shuffle_files=False)
+    names, patients = [], []
+    for example in tfds.as_numpy(dataset.map(lambda e: (e["image_index"], e["patient"]))):
+        names.append(example[0].decode())
+        patients.append(example[1].decode())
+    return names, patients

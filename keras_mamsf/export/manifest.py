@@ -110,6 +110,19 @@ def find_manifest(model_path):
     return data, data.get("artifacts", {}).get(name)
 
 
+def model_card(model_path):
+    """`(labels, thresholds, use_output)` of a model file: from the manifest beside it when there is
+    one, else ChestX-ray14's labels, 0.5 each and the `probs` output. `use_output` is the output
+    the artifact's parity check found better (an int8 file's `logits`: finer than its 256-level probs)."""
+    from keras_mamsf.labels import CHESTXRAY14_LABELS
+
+    record, entry = find_manifest(model_path)
+    labels = record["labels"] if record else list(CHESTXRAY14_LABELS)
+    thresholds = record["thresholds"]["values"] if record else {label: 0.5 for label in labels}
+    use_output = ((entry or {}).get("parity") or {}).get("use_output", "probs")
+    return labels, thresholds, use_output
+
+
 def _read_manifest(path):
     """The manifest at `path`, or None when there is none or it does not parse."""
     try:

@@ -8,7 +8,7 @@ host; the better path is named in `use_output`, and the gate passes if that path
 
 import numpy as np
 
-from keras_mamsf.metrics import per_class_auc
+from keras_mamsf.evaluation.metrics import per_class_auc
 
 # Default gates. float32 artifacts must reproduce the model: max |dp| <= 1e-4. Quantized ones pass
 # that same bound, or else are judged on ranking: the macro AUC may drop 0.005, one class 0.02.

@@ -40,8 +40,22 @@ def load_runner(path, num_threads=None):
     )
 
 
+def square_input(runner, path):
+    """`(side, channels)` of a runner's input; models here take square images only."""
+    height, width, channels = runner.input_shape
+    if height != width:
+        raise ValueError(f"{path}: square inputs only, got {height}x{width}")
+    return int(height), int(channels)
+
+
 def sigmoid(logits):
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype="float64")))
+
+
+def scores_from_outputs(outputs, use_output="probs"):
+    """Per-class probabilities (float64) from a runner's outputs, through the output the
+    artifact's manifest names (`"logits"`: the sigmoid is applied here, in float)."""
+    return np.asarray(sigmoid(outputs["logits"]) if use_output == "logits" else outputs["probs"], dtype="float64")
 
 
 class KerasRunner:

@@ -1,0 +1,168 @@
+"""`mamsf evaluate`: per-class AUC / AP with patient-level CIs, thresholds, calibration, a report."""
+
+import json
+import os
+
+SPLITS = ("train", "val", "test")
+
+
+def add_parser(commands, name):
+    parser = commands.add_parser(
+        name,
+        help="per-class AUC and AP with patient-bootstrap 95%% CIs, thresholds and calibration, with a report",
+        description="Scores a model (.keras, SavedModel folder, .tflite or .onnx, each in its own runtime) on a split "
+        "of an NIH-layout root, or reads saved scores (--predictions FILE.npz), and writes predictions.npz, "
+        "metrics.json, report.md, a self-contained report.html and PNG plots into --out. Intervals resample "
+        "patients (all of a patient's images together) when patient ids are known, images otherwise.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="FILE", help="a .keras file, SavedModel folder, .tflite or .onnx file")
+    source.add_argument("--predictions", metavar="FILE.npz",
+                        help="saved scores: NPZ with y_true, y_score [, patient_id, image_index, labels]")
+    parser.add_argument("--data", metavar="ROOT", help="NIH-layout root (with --model)")
+    parser.add_argument("--split", default="test", help=f"the split to evaluate: {', '.join(SPLITS)} (default: test)")
+    parser.add_argument("--shards", metavar="DIR", default=None,
+                        help="read the split from `mamsf prepare` shards at the model's input size")
+    parser.add_argument("--split-method", default="official", help="official or patient (default: official)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of train_val patients held out as val (default: 0.1, as mamsf prepare)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the val carve (default: 0)")
+    parser.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
+                        help="a listed image that is missing or not a PNG: stop, or skip it and count it")
+    parser.add_argument("--thresholds-from", metavar="val|FILE.npz", default=None,
+                        help="choose per-class thresholds on the val split (with --model) or on a predictions "
+                        "file of validation data; written to thresholds.json (read by mamsf export --thresholds)")
+    parser.add_argument("--threshold-rule", default="sensitivity",
+                        help="the rule thresholds.json follows: sensitivity (>= --min-sensitivity, the most "
+                        "specific such threshold; for screening), youden or f1 (default: sensitivity)")
+    parser.add_argument("--min-sensitivity", type=float, default=0.9, help="S of the sensitivity rule (default: 0.9)")
+    parser.add_argument("--baseline", metavar="FILE", default=None,
+                        help="predictions (.npz) or a model of the same images to compare with: the report adds "
+                        "each class's AUC change (this minus baseline) with CI and DeLong p-value")
+    parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for LiteRT / onnxruntime")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--json", action="store_true", help="print metrics.json")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args):
+    from keras_mamsf.cli.main import CommandError
+    from keras_mamsf.evaluation import Predictions, compare_predictions, evaluate_predictions
+    from keras_mamsf.evaluation.report import write_evaluation
+    from keras_mamsf.evaluation.thresholds import RULES
+
+    if args.split not in SPLITS:
+        raise CommandError(f"unknown --split {args.split!r}: choose one of {', '.join(SPLITS)}")
+    if args.threshold_rule not in RULES:
+        raise CommandError(f"unknown --threshold-rule {args.threshold_rule!r}: choose one of {', '.join(RULES)}")
+    if not 0.0 < args.min_sensitivity <= 1.0:
+        raise CommandError(f"--min-sensitivity must be in (0, 1], got {args.min_sensitivity}")
+    if args.n_boot < 0 or args.batch_size < 1:
+        raise CommandError(f"--n-boot must be >= 0 and --batch-size >= 1 (got {args.n_boot}, {args.batch_size})")
+    if args.model and not args.data:
+        raise CommandError("--model needs --data ROOT (the NIH-layout root whose split it is scored on)")
+    if args.predictions and args.thresholds_from == "val":
+        raise CommandError("--thresholds-from val: no validation split with --predictions; pass the validation "
+                           "predictions file instead (--thresholds-from VAL.npz)")
+
+    validation = None
+    if args.predictions:
+        predictions = Predictions.load(args.predictions)
+        source = {"predictions": os.path.abspath(args.predictions)}
+    else:
+        records, skipped = _records(args)
+        if args.thresholds_from == "val":
+            if args.split == "val":
+                raise CommandError("--thresholds-from val with --split val: thresholds would be chosen on the set "
+                                   "they are reported on; evaluate the test split")
+            if records is not None and not records["val"]:
+                raise CommandError(f"--thresholds-from val: the val split of {args.data} is empty "
+                                   f"(--val-fraction {args.val_fraction}); raise --val-fraction")
+        predictions, source = _score(args, args.model, args.split, records, skipped)
+        if args.thresholds_from == "val":
+            validation, _ = _score(args, args.model, "val", records, skipped)
+    if args.thresholds_from not in (None, "val"):
+        validation = Predictions.load(args.thresholds_from)
+    metrics = evaluate_predictions(predictions, n_boot=args.n_boot, seed=args.seed, validation=validation,
+                                   threshold_rule=args.threshold_rule, min_sensitivity=args.min_sensitivity,
+                                   source=source)
+    if args.baseline:
+        if args.baseline.endswith(".npz"):
+            baseline = Predictions.load(args.baseline)
+        elif args.predictions:
+            raise CommandError("--baseline MODEL needs --model and --data (to score it on the same images); "
+                               "with --predictions pass the baseline's predictions file")
+        else:
+            baseline, _ = _score(args, args.baseline, args.split, records, skipped)
+        metrics["vs_baseline"] = compare_predictions(predictions, baseline, n_boot=args.n_boot, seed=args.seed)
+    paths = write_evaluation(args.out, predictions, metrics)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print_summary(metrics, paths)
+    return 0
+
+
+def _records(args):
+    """`(records by split, skipped images)` of --data; `(None, {})` when the images come from shards."""
+    from keras_mamsf.data import nih, splits
+
+    if args.shards:
+        return None, {}
+    index = nih.read_nih(args.data, on_bad_image=args.on_bad_image)
+    parts = splits.make_splits(index.records, index.lists, args.split_method, args.val_fraction, args.split_seed)
+    return parts, index.skipped
+
+
+def _score(args, model, split, records, skipped):
+    """`(Predictions, source dict)` of a model file on one split of --data."""
+    from keras_mamsf.evaluation.scoring import score_split
+    from keras_mamsf.export.manifest import sha256_of
+
+    if not os.path.exists(model):
+        raise FileNotFoundError(f"{model}: no such model file or folder")
+    if records is not None and not records[split]:
+        raise ValueError(f"the {split} split of {args.data} is empty; nothing to evaluate")
+    predictions, details = score_split(model, records=None if records is None else records[split], shards=args.shards,
+                                       split=split, batch_size=args.batch_size, threads=args.threads)
+    source = {"model": os.path.abspath(model), "model_sha256": sha256_of(model) if os.path.isfile(model) else None,
+              "data": os.path.abspath(args.data), "split": split, "split_method": args.split_method,
+              "val_fraction": args.val_fraction, "split_seed": args.split_seed, **details, "skipped_images": skipped}
+    return predictions, source
+
+
+def print_summary(metrics, paths):
+    from keras_mamsf.evaluation.plots import value_text
+
+    source = metrics["source"]
+    where = source.get("model") or source.get("predictions")
+    split = f", split {source['split']}" if "split" in source else ""
+    patients = metrics["n_patients"] if metrics["n_patients"] is not None else "unknown"
+    print(f"{where}{split}: {metrics['n_images']} images, {patients} patients")
+    print(f"95% CIs: {metrics['n_boot']} bootstrap resamples of {metrics['resampling']}s, seed {metrics['seed']}")
+    change = metrics.get("vs_baseline")
+    header = f"  {'class':<20} {'pos':>5}  {'AUC [95% CI]':<24} {'AP [95% CI]':<24}"
+    print(header + ("  AUC change vs baseline [95% CI], p" if change else ""))
+    for label, entry in metrics["per_class"].items():
+        line = f"  {label:<20} {entry['positives']:>5}  {value_text(entry['auc'], entry['auc_ci']):<24} " \
+               f"{value_text(entry['ap'], entry['ap_ci']):<24}"
+        if change and change["per_class"][label]["scorable"]:
+            delta = change["per_class"][label]
+            line += f"  {value_text(delta['delta_auc'], delta['ci'], 4)}, p={delta['p_value']:.3g}"
+        print(line)
+    macro = metrics["macro"]
+    print(f"macro AUC over {macro['classes']} scorable classes: {value_text(macro['auc'], macro['auc_ci'])}; "
+          f"macro AP {value_text(macro['ap'], macro['ap_ci'])}")
+    if macro["not_scorable"]:
+        print(f"not scorable here (no positive or no negative): {', '.join(macro['not_scorable'])}")
+    if change:
+        print(f"macro AUC change vs baseline: {value_text(change['macro']['delta_auc'], change['macro']['ci'], 4)}, "
+              f"p={change['macro']['p_value']:.3g}")
+    if metrics["thresholds"]:
+        print(f"thresholds ({metrics['thresholds']['rule']} rule, chosen on {metrics['thresholds']['chosen_on']['source']}): "
+              f"{paths['thresholds']}")
+    print(f"report: {paths['report.html']} (and report.md, metrics.json, predictions.npz, plots)")

@@ -1,0 +1,128 @@
+"""The report's figures, as PNG bytes (matplotlib, Agg backend: no display needed)."""
+
+import io
+import math
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(figure):
+    plt = _pyplot()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _grid(count):
+    columns = min(4, max(1, count))
+    rows = math.ceil(count / columns)
+    plt = _pyplot()
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    for axis in axes.flat[count:]:
+        axis.set_visible(False)
+    return figure, axes.flat
+
+
+def curve_grid(predictions, metrics, kind):
+    """ROC (`kind="roc"`) or precision-recall (`"pr"`) curves, one panel per scorable class."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    labels = [label for label in predictions.labels if metrics["per_class"][label]["scorable"]]
+    figure, axes = _grid(max(1, len(labels)))
+    for axis, label in zip(axes, labels):
+        c = predictions.labels.index(label)
+        y, score = predictions.y_true[:, c], predictions.y_score[:, c]
+        entry = metrics["per_class"][label]
+        if kind == "roc":
+            fpr, tpr, _ = roc_curve(y, score)
+            axis.plot(fpr, tpr, lw=1.2)
+            axis.plot([0, 1], [0, 1], color="grey", lw=0.6, ls="--")
+            axis.set_xlabel("1 - specificity")
+            axis.set_ylabel("sensitivity")
+            axis.set_title(f"{label}\nAUC {value_text(entry['auc'], entry['auc_ci'])}", fontsize=8)
+        else:
+            precision, recall, _ = precision_recall_curve(y, score)
+            axis.step(recall, precision, where="post", lw=1.2)
+            axis.axhline(y.mean(), color="grey", lw=0.6, ls="--")
+            axis.set_xlabel("recall")
+            axis.set_ylabel("precision")
+            axis.set_title(f"{label}\nAP {value_text(entry['ap'], entry['ap_ci'])}", fontsize=8)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1.02)
+        axis.tick_params(labelsize=7)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def reliability_diagram(predictions, metrics):
+    """Observed frequency against mean predicted probability, all classes pooled, with counts."""
+    from keras_mamsf.evaluation.calibration import reliability_bins
+
+    plt = _pyplot()
+    table = reliability_bins(predictions.y_true, predictions.y_score)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(4.5, 5.5), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    filled = table["count"] > 0
+    top.plot([0, 1], [0, 1], color="grey", lw=0.6, ls="--", label="perfect calibration")
+    top.plot(table["mean_score"][filled], table["observed"][filled], marker="o", lw=1.2, label="model")
+    top.set_ylabel("observed frequency")
+    ece = metrics["calibration"]["micro_ece"]
+    top.set_title("Reliability, all classes pooled" + ("" if ece is None else f" (ECE {ece:.3f})"), fontsize=9)
+    top.legend(fontsize=7)
+    centres = (table["edges"][:-1] + table["edges"][1:]) / 2
+    bottom.bar(centres, table["count"], width=0.09)
+    bottom.set_yscale("log")
+    bottom.set_xlabel("predicted probability")
+    bottom.set_ylabel("count")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def forest(rows, title, xlabel, reference=None):
+    """A forest plot: rows of `(name, value, [lo, hi])`; rows without a value are skipped."""
+    plt = _pyplot()
+    rows = [row for row in rows if row[1] is not None]
+    figure, axis = plt.subplots(figsize=(6, 0.35 * max(3, len(rows)) + 1))
+    for i, (name, value, ci) in enumerate(reversed(rows)):
+        if ci is not None:
+            axis.plot(ci, [i, i], color="C0", lw=1.5)
+        axis.plot([value], [i], marker="s", color="C0")
+    axis.set_yticks(range(len(rows)))
+    axis.set_yticklabels([row[0] for row in reversed(rows)], fontsize=8)
+    if reference is not None:
+        axis.axvline(reference, color="grey", lw=0.8, ls="--")
+    axis.set_xlabel(xlabel)
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def auc_forest(metrics):
+    rows = [(label, entry["auc"], entry["auc_ci"]) for label, entry in metrics["per_class"].items()]
+    rows.append(("macro", metrics["macro"]["auc"], metrics["macro"]["auc_ci"]))
+    return forest(rows, f"ROC AUC with {int(metrics['confidence'] * 100)}% CI ({metrics['resampling']} bootstrap)",
+                  "AUC", reference=0.5)
+
+
+def delta_forest(comparison):
+    rows = [(label, entry["delta_auc"], entry["ci"]) for label, entry in comparison["per_class"].items()]
+    rows.append(("macro", comparison["macro"]["delta_auc"], comparison["macro"]["ci"]))
+    return forest(rows, f"AUC(A) - AUC(B) with {int(comparison['confidence'] * 100)}% CI "
+                        f"(paired {comparison['resampling']} bootstrap)", "delta AUC", reference=0.0)
+
+
+def value_text(value, ci, digits=3):
+    """`0.812 [0.790, 0.833]`, or `n/a`; shared by the plots' titles and the reports' tables."""
+    if value is None:
+        return "n/a"
+    text = f"{value:.{digits}f}"
+    return text if ci is None else f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"

@@ -1,0 +1,48 @@
+"""Scores of a model file on a split of an NIH-layout root: the `Predictions` that `evaluate` judges.
+
+Any artifact runs in its own runtime (`keras_mamsf.export.runtime.load_runner`: `.keras`,
+SavedModel, `.tflite`, `.onnx`), on images prepared exactly as in training (the PNG pipeline, or
+prepared shards), so the int8 file's AUC on the real test split is measured as the device will
+see it. An artifact with a manifest beside it is read through the output its parity check chose
+(`use_output`: the host-side sigmoid of an int8 file's logits is finer than its 256-level probs).
+"""
+
+import numpy as np
+
+from keras_mamsf.evaluation.predictions import Predictions
+
+
+def score_split(model_path, records=None, shards=None, split="test", batch_size=32, threads=None):
+    """`(Predictions, details)` of `model_path` on `records` (NIH records of one split, read from
+    their PNGs) or on the prepared `shards` folder's `split` (at the model's input size).
+
+    `details` says where the images came from, the output read and the image size.
+    """
+    from keras_mamsf.export.manifest import model_card
+    from keras_mamsf.export.runtime import load_runner, scores_from_outputs, square_input
+
+    labels, _, use_output = model_card(model_path)
+    runner = load_runner(model_path, num_threads=threads)
+    size, channels = square_input(runner, model_path)
+    if shards is not None:
+        from keras_mamsf.data.shards import make_shard_dataset, shard_ids
+
+        dataset = make_shard_dataset(shards, size, split, batch_size, channels=channels)
+        image_index, patient_id = shard_ids(shards, size, split)
+        source = "shards"
+    else:
+        from keras_mamsf.data.pipeline import make_dataset
+
+        dataset = make_dataset(records, size, batch_size, channels=channels)
+        image_index, patient_id = [r.image for r in records], [r.patient for r in records]
+        source = "png"
+    y_true, y_score = [], []
+    for images, batch_labels in dataset.as_numpy_iterator():
+        y_score.append(scores_from_outputs(runner.predict(images), use_output))
+        y_true.append(batch_labels)
+    y_score = np.concatenate(y_score)
+    if y_score.shape[1] != len(labels):
+        raise ValueError(f"{model_path}: {y_score.shape[1]} outputs for {len(labels)} labels")
+    predictions = Predictions(np.concatenate(y_true).round(), y_score, labels=labels, patient_id=patient_id,
+                              image_index=image_index, source=f"{model_path} on {split}")
+    return predictions, {"images_from": source, "output": use_output, "image_size": size, "channels": channels}

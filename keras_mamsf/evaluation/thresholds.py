@@ -1,0 +1,79 @@
+"""Per-class operating thresholds chosen on validation data, and their figures on test data.
+
+Rules (a score at or above the threshold is called positive, scikit-learn's convention):
+- `"youden"`: the ROC point with the largest sensitivity + specificity - 1 (Youden's J);
+- `"f1"`: the precision-recall point with the largest F1;
+- `"sensitivity"`: the highest threshold whose sensitivity is at least S (default 0.90): a screening
+  operating point, the most specific one that still catches S of the positives.
+
+Choose thresholds on a validation split, never on the test split they are reported on (that
+would make every figure optimistic). On the test split, sensitivity, specificity, PPV and NPV at
+each threshold come with the same bootstrap as the AUCs (`confusion_tallies` feeds it).
+"""
+
+import numpy as np
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from keras_mamsf.evaluation.ranking import is_scorable
+
+RULES = ("youden", "f1", "sensitivity")
+MIN_SENSITIVITY = 0.90
+# thresholds.json is read by `mamsf export --thresholds`, which takes values strictly inside (0, 1).
+_EPSILON = 1e-7
+
+
+def choose_threshold(y, score, rule, min_sensitivity=MIN_SENSITIVITY):
+    """The threshold of one class under `rule`; None when the class has no positive or no negative."""
+    if rule not in RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}: choose one of {', '.join(RULES)}")
+    if not 0.0 < min_sensitivity <= 1.0:
+        raise ValueError(f"the minimum sensitivity must be in (0, 1], got {min_sensitivity}")
+    y = np.asarray(y).astype(int)
+    score = np.asarray(score, dtype="float64")
+    if not is_scorable(y):
+        return None
+    if rule == "f1":
+        precision, recall, cuts = precision_recall_curve(y, score)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            f1 = np.nan_to_num(2 * precision[:-1] * recall[:-1] / (precision[:-1] + recall[:-1]))
+        threshold = cuts[int(np.argmax(f1))]
+    else:
+        fpr, tpr, cuts = roc_curve(y, score, drop_intermediate=False)
+        finite = np.isfinite(cuts)  # the first cut is +inf (nothing called positive)
+        fpr, tpr, cuts = fpr[finite], tpr[finite], cuts[finite]
+        if rule == "youden":
+            threshold = cuts[int(np.argmax(tpr - fpr))]
+        else:  # cuts descend, tpr ascends: the first cut reaching S is the highest one
+            threshold = cuts[int(np.argmax(tpr >= min_sensitivity - 1e-12))]
+    return float(threshold)
+
+
+def choose_thresholds(y_true, y_score, labels, min_sensitivity=MIN_SENSITIVITY):
+    """`{rule: {label: threshold or None}}` for every rule, from validation labels and scores."""
+    return {rule: {label: choose_threshold(y_true[:, c], y_score[:, c], rule, min_sensitivity)
+                   for c, label in enumerate(labels)}
+            for rule in RULES}
+
+
+def file_thresholds(chosen, labels, default=0.5):
+    """`{label: t}` for thresholds.json: every label gets a value strictly inside (0, 1) (what
+    `mamsf export --thresholds` accepts); a class without a chosen threshold gets `default`."""
+    return {label: float(np.clip(default if chosen.get(label) is None else chosen[label], _EPSILON, 1 - _EPSILON))
+            for label in labels}
+
+
+def confusion_tallies(y, score, threshold, cluster, clusters):
+    """(clusters, 4) counts of TP, FP, TN, FN per cluster at `threshold`: a bootstrap's counts
+    (B, clusters) times this give each resample's confusion matrix."""
+    y = np.asarray(y).astype(bool)
+    called = np.asarray(score) >= threshold
+    cells = (y & called, ~y & called, ~y & ~called, y & ~called)
+    return np.stack([np.bincount(cluster, weights=cell.astype("float64"), minlength=clusters) for cell in cells], axis=1)
+
+
+def operating_figures(tallies):
+    """Sensitivity, specificity, PPV and NPV from (..., 4) TP/FP/TN/FN tallies; NaN where undefined."""
+    tp, fp, tn, fn = np.moveaxis(np.asarray(tallies, dtype="float64"), -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "ppv": tp / (tp + fp),
+                "npv": tn / (tn + fn)}
