@@ -3,10 +3,10 @@
 import argparse
 import sys
 
-from keras_mamsf.cli import compare, demo, evaluate, export, inspect_data, predict, prepare, synth
+from keras_mamsf.cli import compare, demo, evaluate, export, inspect_data, predict, prepare, synth, train
 
-SUBCOMMANDS = {"synth": synth, "inspect": inspect_data, "prepare": prepare, "evaluate": evaluate, "compare": compare,
-               "export": export, "predict": predict, "demo": demo}
+SUBCOMMANDS = {"synth": synth, "inspect": inspect_data, "prepare": prepare, "train": train, "evaluate": evaluate,
+               "compare": compare, "export": export, "predict": predict, "demo": demo}
 
 
 class CommandError(Exception):
@@ -21,6 +21,8 @@ def build_parser():
     from keras_mamsf.version import __version__
 
     parser.add_argument("--version", action="version", version=f"keras-mamsf {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's native log lines (hidden by default)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in SUBCOMMANDS.items():
         module.add_parser(commands, name)
@@ -30,6 +32,10 @@ def build_parser():
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None and not args.verbose:  # the console command; in-process callers keep their stderr
+        from keras_mamsf.cli.quiet import filter_native_logs
+
+        filter_native_logs()
     try:
         return args.run(args) or 0
     except (CommandError, ValueError, FileNotFoundError, OSError) as error:

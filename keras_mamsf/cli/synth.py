@@ -15,15 +15,20 @@ def add_parser(commands, name):
     parser.add_argument("--images", type=int, default=512, help="images in all (default: 512)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels, >= 32 (default: 128)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--contrast", type=float, default=None,
+                        help="strength of the drawn findings in grey levels (default: 28, subtle; mamsf demo uses 220)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args):
-    from keras_mamsf.data.synth import write_synthetic
+    from keras_mamsf.data.synth import FINDING_CONTRAST, write_synthetic
 
-    summary = write_synthetic(args.out, images=args.images, size=args.size, seed=args.seed)
+    contrast = FINDING_CONTRAST if args.contrast is None else args.contrast
+    if not 0 < contrast <= 255:
+        raise ValueError(f"--contrast must be in (0, 255], got {contrast}")
+    summary = write_synthetic(args.out, images=args.images, size=args.size, seed=args.seed, contrast=contrast)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

@@ -50,7 +50,8 @@ class NihIndex:
     csv_path: str
     records: list
     lists: dict
-    skipped: dict
+    skipped: dict  # {reason: count}
+    skipped_names: list = dataclasses.field(default_factory=list)  # the skipped images, in CSV order
 
     def labels(self):
         return np.stack([r.labels for r in self.records]) if self.records else np.zeros((0, 14), "float32")
@@ -231,7 +232,7 @@ def read_nih(root, on_bad_image="error", verify="header"):
     csv_path = find_csv(root)
     records = read_metadata(csv_path)
     images = find_images(root)
-    kept, skipped = [], {}
+    kept, skipped, skipped_names = [], {}, []
     for record in records:
         path = images.get(record.image)
         reason = None
@@ -249,6 +250,7 @@ def read_nih(root, on_bad_image="error", verify="header"):
                     "restore it or pass --on-bad-image=skip to leave it out and count it"
                 )
             skipped[reason] = skipped.get(reason, 0) + 1
+            skipped_names.append(record.image)
             continue
         kept.append(dataclasses.replace(record, path=path))
     lists = {}
@@ -264,4 +266,5 @@ def read_nih(root, on_bad_image="error", verify="header"):
                     "the list and the CSV must come from the same release"
                 )
             lists[split] = names
-    return NihIndex(root=root, csv_path=csv_path, records=kept, lists=lists, skipped=skipped)
+    return NihIndex(root=root, csv_path=csv_path, records=kept, lists=lists, skipped=skipped,
+                    skipped_names=skipped_names)

@@ -8,7 +8,9 @@ Keras core layers: flip, small rotation / zoom / translation, contrast / brightn
 `prefetch(AUTOTUNE)`. Labels are float32 (14,) in CHESTXRAY14_LABELS order.
 
 Deterministic for a given seed: file order, shuffling, class-aware sampling and augmentation
-are all seeded and the parallel map keeps its order. `cache=True` keeps decoded images in
+are all seeded and the parallel map keeps its order. With `epoch=` (a `tf.Variable` that
+`EpochSeed` sets at each epoch's start), an epoch's order and draws are a function of
+(seed, epoch) alone, so a run resumed at epoch k sees exactly the data an uninterrupted run saw. `cache=True` keeps decoded images in
 memory (`cache="path"` on disk) after the first epoch. `class_aware=True` draws each epoch's
 images with probability proportional to 1 / (images of its rarest positive label) (normal
 images count as one more class), so the tail is seen as often as the head.
@@ -75,8 +77,13 @@ def decode_and_resize(path, image_size):
 
 
 def make_dataset(records, image_size, batch_size, training=False, seed=0, cache=False, class_aware=False,
-                 augment=None, channels=3, drop_remainder=False):
-    """A `tf.data.Dataset` of `(images, labels)` batches; see the module docstring."""
+                 augment=None, channels=3, drop_remainder=False, epoch=None):
+    """A `tf.data.Dataset` of `(images, labels)` batches; see the module docstring.
+
+    `augment`: None (the default augmentation), False (none), a dict of `AUGMENT_DEFAULTS`
+    overrides, or a list of Keras layers (`augmentation_layers(...)`, whose seeds `EpochSeed`
+    resets per epoch). `epoch`: an int64 `tf.Variable` holding the current epoch (training only).
+    """
     import tensorflow as tf
 
     if not records:
@@ -91,7 +98,12 @@ def make_dataset(records, image_size, batch_size, training=False, seed=0, cache=
     def load(path, label):
         return decode_and_resize(path, image_size), label
 
-    if training and class_aware:
+    if training and epoch is not None:
+        if cache:
+            raise ValueError("cache and per-epoch seeding do not combine (each epoch re-reads in its own order)")
+        dataset = tf.data.Dataset.range(len(paths)).map(_epoch_picker(paths, labels, seed, epoch, class_aware))
+        dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    elif training and class_aware:
         # Each epoch draws len(records) indices with class-aware probabilities; a seeded random
         # stream that re-randomises per epoch keeps it deterministic without repeating epochs.
         cumulative = tf.constant(np.cumsum(class_aware_weights(labels)))
@@ -117,6 +129,39 @@ def make_dataset(records, image_size, batch_size, training=False, seed=0, cache=
     return finish(dataset, batch_size, training, seed, augment, channels, drop_remainder)
 
 
+def _epoch_picker(paths, labels, seed, epoch, class_aware):
+    """`index -> (path, label)` for one epoch, a pure function of (seed, epoch, index): a seeded
+    permutation (`index_shuffle`), or class-aware draws with stateless uniforms."""
+    import tensorflow as tf
+
+    paths_t, labels_t = tf.constant(paths), tf.constant(labels)
+    cumulative = tf.constant(np.cumsum(class_aware_weights(labels))) if class_aware else None
+
+    def pick(index):
+        epoch_now = tf.cast(epoch.read_value(), tf.int64)
+        if class_aware:
+            u = tf.random.stateless_uniform([], seed=tf.stack([seed * 1_000_003 + epoch_now, index]), dtype=tf.float64)
+            chosen = tf.minimum(tf.searchsorted(cumulative, (u * cumulative[-1])[None])[0], len(paths) - 1)
+        else:
+            chosen = tf.random.experimental.index_shuffle(index, tf.stack([tf.constant(seed, tf.int64), epoch_now]),
+                                                          len(paths) - 1)
+        return tf.gather(paths_t, chosen), tf.gather(labels_t, chosen)
+
+    return pick
+
+
+def reseed_augmentation(layers, epoch):
+    """Sets every augmentation layer's random state to a function of (its seed, epoch), so an
+    epoch's draws do not depend on the epochs before it (see `EpochSeed`)."""
+    for layer in layers:
+        # Keras keeps one generator per backend in use: `generator`, and for a layer called inside
+        # tf.data under another Keras backend, `_backend_generators` (the one private name here).
+        generators = [layer.generator, *getattr(layer, "_backend_generators", {}).values()]
+        for generator in generators:
+            state = np.array([(int(layer.seed) + 1_000_003 * int(epoch)) % 2**31, 0])
+            generator.state.assign(state.astype(generator.state.dtype))
+
+
 def finish(dataset, batch_size, training=False, seed=0, augment=None, channels=3, drop_remainder=False):
     """Shared tail of every source (PNG files, prepared shards, ChestMNIST arrays): a dataset of
     `((H, W, 1) image in 0..255, uint8 or float32; labels)` -> batches of float32 images with
@@ -134,7 +179,7 @@ def finish(dataset, batch_size, training=False, seed=0, augment=None, channels=3
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     dataset = dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
     if training and augment is not False:
-        layers = augmentation_layers(seed, **(augment or {}))
+        layers = augment if isinstance(augment, list) else augmentation_layers(seed, **(augment or {}))
 
         def apply(images, label):
             for layer in layers:

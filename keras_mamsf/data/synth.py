@@ -77,7 +77,7 @@ def _anatomy(rng):
     }
 
 
-def render(anatomy, labels, size, rng):
+def render(anatomy, labels, size, rng, contrast=FINDING_CONTRAST):
     """One 8-bit grayscale image (size, size) of the drawn chest with the findings in `labels`."""
     yy, xx = (np.mgrid[0:size, 0:size] + 0.5) / size
     a = dict(anatomy)
@@ -109,7 +109,7 @@ def render(anatomy, labels, size, rng):
     image = np.maximum(image, (a["brightness"] * 0.85) * heart)
     image = np.maximum(image, a["brightness"] * 0.9 * ellipse(0.5, 0.93 if not has["Emphysema"] else 0.97, 0.46, 0.14))
 
-    strength = FINDING_CONTRAST
+    strength = contrast
     left, right = 0.5 - a["gap"], 0.5 + a["gap"]
     side = left if rng.random() < 0.5 else right
     if has["Nodule"]:
@@ -146,7 +146,7 @@ def render(anatomy, labels, size, rng):
     return np.clip(image, 0, 255).astype("uint8")
 
 
-def write_synthetic(root, images=512, size=128, seed=0, test_fraction=0.23):
+def write_synthetic(root, images=512, size=128, seed=0, test_fraction=0.23, contrast=FINDING_CONTRAST):
     """Writes the dataset; returns a summary `{"images", "patients", "labels", "no_finding", ...}`."""
     if images < 2 or size < 32:
         raise ValueError(f"mamsf synth needs --images >= 2 and --size >= 32, got {images} and {size}")
@@ -163,7 +163,7 @@ def write_synthetic(root, images=512, size=128, seed=0, test_fraction=0.23):
         visit = follow_up.get(patient, 0)
         follow_up[patient] = visit + 1
         name = f"{patient:08d}_{visit:03d}.png"
-        pixels = render(anatomy[patient], labels[index], size, rng)
+        pixels = render(anatomy[patient], labels[index], size, rng, contrast)
         with atomic_path(os.path.join(root, "images", name)) as temporary:
             with open(temporary, "wb") as handle:
                 handle.write(tf.io.encode_png(pixels[..., None]).numpy())
@@ -180,13 +180,15 @@ def write_synthetic(root, images=512, size=128, seed=0, test_fraction=0.23):
     train_val = [n for n, p in zip(names, patients) if p not in test_patients]
     write_text_atomic(os.path.join(root, LIST_NAMES["train_val"]), "\n".join(train_val) + "\n")
     write_text_atomic(os.path.join(root, LIST_NAMES["test"]), "\n".join(test) + "\n")
-    write_text_atomic(os.path.join(root, "SYNTHETIC.txt"), SYNTHETIC_NOTE + f"; seed {seed}, {images} images, {size} px\n")
+    write_text_atomic(os.path.join(root, "SYNTHETIC.txt"),
+                      SYNTHETIC_NOTE + f"; seed {seed}, {images} images, {size} px, finding contrast {contrast:g}\n")
     return {
         "data": SYNTHETIC_NOTE,
         "root": root,
         "images": images,
         "patients": int(len(unique)),
         "size": size,
+        "contrast": contrast,
         "no_finding": int((labels.sum(axis=1) == 0).sum()),
         "labels": {n: int(v) for n, v in zip(CHESTXRAY14_LABELS, labels.sum(axis=0))},
         "splits": {"train_val": len(train_val), "test": len(test)},

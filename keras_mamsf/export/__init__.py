@@ -1,10 +1,11 @@
 """Export for the bedside and the server: SavedModel, TFLite (float32 / float16 / dynamic / int8,
-Edge TPU-ready), ONNX; parity gates, a manifest, and one runner interface for all of them."""
+Edge TPU-ready), ONNX; parity gates, a manifest, and one runner interface for all of them.
+(Imported on first use: `keras_mamsf.export.parity` alone does not load TensorFlow.)"""
 
-from keras_mamsf.export.edgetpu import check_edgetpu
-from keras_mamsf.export.exporter import FORMATS, export_model
-from keras_mamsf.export.inference import inference_model
-from keras_mamsf.export.litert import VARIANTS
-from keras_mamsf.export.runtime import load_runner
+from keras_mamsf.utils.lazy import lazy_attributes
 
-__all__ = ["FORMATS", "VARIANTS", "check_edgetpu", "export_model", "inference_model", "load_runner"]
+_EXPORTS = {"FORMATS": "keras_mamsf.export.exporter", "VARIANTS": "keras_mamsf.export.litert",
+            "check_edgetpu": "keras_mamsf.export.edgetpu", "export_model": "keras_mamsf.export.exporter",
+            "inference_model": "keras_mamsf.export.inference", "load_runner": "keras_mamsf.export.runtime"}
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

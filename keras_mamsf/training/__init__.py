@@ -1,4 +1,8 @@
-from keras_mamsf.training.callbacks import default_callbacks
-from keras_mamsf.training.distribution import DISTRIBUTE_CHOICES, distributed, replica_count
+"""Training plumbing: callbacks and multi-device training (imported on first use)."""
 
-__all__ = ["DISTRIBUTE_CHOICES", "default_callbacks", "distributed", "replica_count"]
+from keras_mamsf.utils.lazy import lazy_attributes
+
+_EXPORTS = {"MacroAUC": "keras_mamsf.training.macro_auc", "DISTRIBUTE_CHOICES": "keras_mamsf.training.distribution", "default_callbacks": "keras_mamsf.training.callbacks",
+            "distributed": "keras_mamsf.training.distribution", "replica_count": "keras_mamsf.training.distribution"}
+__getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

@@ -13,3 +13,76 @@ def default_callbacks(backup_dir=None, log_dir=None):
     if log_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir))
     return callbacks
+
+
+class EpochSeed(keras.callbacks.Callback):
+    """At each epoch's start, sets the data pipeline's epoch variable and reseeds its augmentation
+    layers and the model's own random layers (dropout, stochastic depth), so that epoch k's order,
+    augmentation and dropout masks are a function of (seed, k) alone. With `BackupAndRestore`, a run
+    killed in epoch k and started again replays epoch k exactly. (Keras' weight files do not hold
+    the random layers' seed states, so without this a resumed run draws other dropout masks.)
+
+    Args:
+        epoch_variable: the int64 `tf.Variable` passed as `epoch=` to `pipeline.make_dataset`.
+        augmentation: the augmentation layers passed as `augment=` to it (may be empty).
+    """
+
+    def __init__(self, epoch_variable, augmentation=()):
+        super().__init__()
+        self.epoch_variable = epoch_variable
+        self.augmentation = list(augmentation)
+
+    def on_train_begin(self, logs=None):
+        import numpy as np
+
+        # The states the random layers were built with (seeded by keras.utils.set_random_seed).
+        self._seed_states = [(variable, np.array(keras.ops.convert_to_numpy(variable.value)))
+                             for variable in self.model.variables if variable.name == "seed_generator_state"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        from keras_mamsf.data.pipeline import reseed_augmentation
+
+        self.epoch_variable.assign(epoch)
+        reseed_augmentation(self.augmentation, epoch)
+        for variable, initial in self._seed_states:
+            state = initial.astype("int64")
+            state[0] = (state[0] + 1_000_003 * epoch) % 2**31
+            state[1] = 0
+            variable.assign(state.astype(initial.dtype))
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the model (atomic `.keras`) whenever `monitor` beats the best value so far; the best
+    value lives in `<path>.json` beside it, so a resumed run does not forget it (Keras'
+    `ModelCheckpoint` starts from scratch after a restart and writes in place)."""
+
+    def __init__(self, path, monitor="val_macro_auc", mode="max"):
+        super().__init__()
+        self.path, self.monitor, self.mode = str(path), monitor, mode
+        self.record_path = self.path + ".json"
+
+    def best(self):
+        import json
+        import os
+
+        if not os.path.isfile(self.record_path):
+            return None
+        with open(self.record_path, encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+        import math
+
+        from keras_mamsf.models.io import save_model
+        from keras_mamsf.utils import write_text_atomic
+
+        value = (logs or {}).get(self.monitor)
+        if value is None or not math.isfinite(float(value)):
+            return
+        best = self.best()
+        better = best is None or (float(value) > best["value"] if self.mode == "max" else float(value) < best["value"])
+        if better:
+            save_model(self.model, self.path)
+            write_text_atomic(self.record_path, json.dumps({"value": float(value), "epoch": epoch + 1,
+                                                            "monitor": self.monitor}) + "\n")

@@ -26,8 +26,6 @@ shards the batches.
 
 import contextlib
 
-import keras
-
 DISTRIBUTE_CHOICES = ("none", "auto", "mirrored", "multiworker", "data_parallel")
 _ENGINES = {"tensorflow": ("mirrored", "multiworker"), "jax": ("data_parallel", "multiworker")}
 
@@ -43,6 +41,8 @@ def distributed(kind="none", devices=None):
     if kind == "none":
         yield None
         return
+    import keras  # here, not at import: the CLI reads DISTRIBUTE_CHOICES without loading Keras
+
     backend = keras.backend.backend()
     if backend not in _ENGINES:
         raise ValueError(

@@ -1,0 +1,211 @@
+"""`TrainConfig`: every setting of a `mamsf train` run, its defaults, validation and TOML form.
+
+    config = TrainConfig.from_file("configs/chestxray14.toml").with_overrides(["epochs=5", "anchor=none"])
+    config.write("runs/a/config.toml")           # passing it back with --config repeats the run
+
+The key names `backbone`, `image_size`, `anchor`, `anchor_decay`, `anchor_layers`, `loss`, `epochs`,
+`batch_size`, `learning_rate`, `seed`, `weights`, `dtype_policy` are a contract (scripts and
+`mamsf ablate` use them). A config file is flat TOML (`key = value`, comments allowed); `"none"`
+stands for "no value" where a key allows it. Every key and value is checked before anything runs:
+a misspelt key names the closest valid ones, a bad value names the allowed values or range.
+"""
+
+import dataclasses
+import difflib
+import json
+import os
+
+from keras_mamsf.losses import LOSSES
+from keras_mamsf.losses.weighted_bce import WEIGHTING_SCHEMES
+
+ANCHORS = ("branch", "shadow", "inplace", "none")
+SPLITS = ("official", "patient")
+VIEWS = ("all", "PA", "AP")
+DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
+
+
+class ConfigError(ValueError):
+    """A bad key or value in a config file or a --set; one line."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The settings of one training run (see the README's table for each key's meaning)."""
+
+    # model
+    backbone: str = "efficientnetb0"
+    image_size: int = 224
+    channels: int = 1
+    weights: str = "none"  # "none", "imagenet" (needs network) or a local .h5 / .weights.h5 file
+    anchor: str = "branch"
+    anchor_decay: float = 0.999
+    anchor_warmup: bool = True
+    anchor_layers: tuple = ()  # layer-name prefixes; () = the backbone's final block
+    fusion_filters: int = 256
+    fusion_kernels: tuple = (1, 3, 5)
+    dropout: float = 0.2
+    dtype_policy: str = "float32"  # "auto": mixed_bfloat16 on a GPU, float32 otherwise
+    # loss
+    loss: str = "asl"
+    class_weighting: str = "balanced"  # weighted_bce's scheme
+    asl_gamma_neg: float = 4.0
+    asl_clip: float = 0.05
+    focal_gamma: float = 2.0
+    # data
+    split: str = "official"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    view: str = "all"
+    class_aware: bool = False
+    augment: bool = True
+    # optimizer and schedule: AdamW, linear warmup then cosine decay to 0
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    epochs: int = 10
+    batch_size: int = 32
+    seed: int = 0
+    # evaluation at the end (on the best checkpoint, test split)
+    n_boot: int = 2000
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            _check(field.name, getattr(self, field.name))
+
+    @classmethod
+    def keys(cls):
+        return [field.name for field in dataclasses.fields(cls)]
+
+    def with_overrides(self, assignments, where="--set"):
+        """A copy with `key=value` strings applied (values parsed as TOML, bare words as strings)."""
+        changes = {}
+        for assignment in assignments:
+            key, separator, text = assignment.partition("=")
+            key = key.strip()
+            if not separator:
+                raise ConfigError(f"{where} {assignment!r}: expected key=value")
+            changes[_known(key, where)] = parse_value(key, text.strip(), where)
+        return self.replace(**changes)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **{key: _coerce(key, value) for key, value in changes.items()})
+
+    @classmethod
+    def from_file(cls, path):
+        """The config in a TOML file; unknown keys and bad values fail with the file's name."""
+        import tomllib
+
+        try:
+            with open(path, "rb") as handle:
+                data = tomllib.load(handle)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: not valid TOML ({str(error).splitlines()[0]})") from None
+        flat = {}
+        for key, value in data.items():  # [model] / [data] ... tables are allowed and flattened
+            flat.update(value if isinstance(value, dict) else {key: value})
+        try:
+            return cls().replace(**{_known(key, path): value for key, value in flat.items()})
+        except ConfigError as error:
+            message = str(error)
+            raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+
+    def to_dict(self):
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+
+    def to_toml(self):
+        lines = ["# keras-mamsf training config (mamsf train --config THIS_FILE repeats the run)"]
+        for key, value in self.to_dict().items():
+            lines.append(f"{key} = {json.dumps(value)}")  # JSON scalars and lists are valid TOML here
+        return "\n".join(lines) + "\n"
+
+    def write(self, path):
+        from keras_mamsf.utils import write_text_atomic
+
+        write_text_atomic(path, self.to_toml())
+        return os.fspath(path)
+
+    # The build_model arguments this config stands for.
+    def model_arguments(self):
+        return {
+            "backbone": self.backbone, "input_shape": (self.image_size, self.image_size, self.channels),
+            "weights": None if self.weights == "none" else self.weights,
+            "anchor": None if self.anchor == "none" else self.anchor, "anchor_decay": self.anchor_decay,
+            "anchor_warmup": self.anchor_warmup, "anchor_layers": tuple(self.anchor_layers) or None,
+            "fusion_filters": self.fusion_filters, "fusion_kernels": tuple(self.fusion_kernels),
+            "dropout": self.dropout,
+        }
+
+
+def _known(key, where):
+    keys = TrainConfig.keys()
+    if key in keys:
+        return key
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(keys)}"
+    raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def parse_value(key, text, where="--set"):
+    """A --set value: TOML/JSON syntax (numbers, true/false, [lists], "strings"), or a bare word."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        lowered = text.lower()
+        if lowered in ("true", "false"):
+            return lowered == "true"
+        return text
+
+
+_CHOICES = {"anchor": ANCHORS, "loss": LOSSES, "class_weighting": WEIGHTING_SCHEMES, "split": SPLITS,
+            "view": VIEWS, "dtype_policy": DTYPE_POLICIES, "channels": (1, 3)}
+# (low, high, low inclusive, high inclusive)
+_RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True, False),
+           "fusion_filters": (1, 4096, True, True), "dropout": (0.0, 1.0, True, False),
+           "asl_gamma_neg": (0.0, 20.0, True, True), "asl_clip": (0.0, 1.0, True, False),
+           "focal_gamma": (0.0, 20.0, True, True), "val_fraction": (0.0, 1.0, True, False),
+           "learning_rate": (0.0, 10.0, False, True), "weight_decay": (0.0, 1.0, True, True),
+           "warmup_epochs": (0.0, 1000.0, True, True), "epochs": (1, 100000, True, True),
+           "batch_size": (1, 65536, True, True), "n_boot": (0, 1000000, True, True)}
+
+
+def _coerce(key, value):
+    """The value in the field's type (lists to tuples, ints to floats); ConfigError otherwise."""
+    default = TrainConfig.__dataclass_fields__[key].default
+    kind = type(default)
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)):
+            value = [value] if value not in ("", "none", None) else []
+        value = tuple(value)
+        element = int if key == "fusion_kernels" else str
+        if any(not isinstance(v, element) or isinstance(v, bool) for v in value):
+            raise ConfigError(f"{key} must be a list of {element.__name__}s, got {list(value)!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        raise ConfigError(f"{key} must be a {kind.__name__}, got {value!r}")
+    return value
+
+
+def _check(key, value):
+    value = _coerce(key, value)
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"{key} must be one of {', '.join(map(str, _CHOICES[key]))}; got {value!r}")
+    if key in _RANGES:
+        low, high, low_in, high_in = _RANGES[key]
+        if not ((value >= low if low_in else value > low) and (value <= high if high_in else value < high)):
+            interval = f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+            raise ConfigError(f"{key} must be in {interval}; got {value!r}")
+    if key == "fusion_kernels" and (not value or any(k < 1 or k % 2 == 0 for k in value)):
+        raise ConfigError(f"fusion_kernels must be odd sizes >= 1, got {list(value)!r}")
+    if key == "backbone":
+        from keras_mamsf.backbones import BACKBONES
+
+        if value not in BACKBONES:
+            raise ConfigError(f"backbone must be one of {', '.join(BACKBONES)}; got {value!r}")

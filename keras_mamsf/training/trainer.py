@@ -1,0 +1,163 @@
+"""`train`: one MAMSF run from an NIH-layout root to an evaluated model, resumable after a crash.
+
+    summary = train(TrainConfig(epochs=5, image_size=128), "data/ChestX-ray14", "runs/a")
+
+RUN_DIR gets: `config.toml` (the resolved config; `--config` it to repeat the run), `backup/`
+(Keras' `BackupAndRestore`: weights, optimizer, anchor and the epoch), `logs/` (TensorBoard),
+`history.csv` (`CSVLogger`), `best.keras` (best validation macro AUC, atomic) with `best.keras.json`,
+`final.keras` (the last epoch's model), and the evaluation of `best.keras` on the test split:
+`predictions.npz`, `metrics.json`, `thresholds.json` (chosen on val), `report.md` / `.html`, plots.
+
+A run killed at any point and started again with the same command continues at the start of the
+epoch it was in, with optimizer, anchor, data order and augmentation as an uninterrupted run
+would have them (the data pipeline is seeded per epoch: `EpochSeed`), so it ends with the same
+weights (tested to 1e-5 on CPU).
+"""
+
+import json
+import math
+import os
+
+from keras_mamsf.training.config import ConfigError
+
+PROGRESS = {"auto": None, "bar": 1, "epoch": 2, "none": 0}
+
+
+def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_image="skip", verify="decode",
+          verbose="auto", log=print):
+    """Trains, checkpoints and evaluates one run; returns the run's summary dict (also `summary.json`)."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_mamsf as mamsf
+    from keras_mamsf.data import nih, splits
+    from keras_mamsf.data.pipeline import augmentation_layers, make_dataset
+    from keras_mamsf.training.callbacks import BestCheckpoint, EpochSeed
+    from keras_mamsf.training.distribution import distributed
+    from keras_mamsf.training.macro_auc import MacroAUC
+
+    if shards is not None:
+        from keras_mamsf.data.shards import find_shards
+
+        if find_shards(shards, config.image_size) is None:
+            raise ConfigError(f"{shards}: no {config.image_size}px shards; run `mamsf prepare --data {data_root} "
+                              f"--size {config.image_size} --out {shards}` or drop --shards")
+    index = nih.read_nih(data_root, on_bad_image=on_bad_image, verify=verify)  # bad files: before training
+    parts = splits.make_splits(index.records, index.lists, config.split, config.val_fraction, config.split_seed,
+                               config.view)
+    for name in ("train", "val", "test"):
+        if not parts[name]:
+            raise ConfigError(f"the {name} split of {data_root} is empty (split {config.split!r}, val_fraction "
+                              f"{config.val_fraction}); add images or change the split settings")
+    os.makedirs(run_dir, exist_ok=True)
+    config_path = config.write(os.path.join(run_dir, "config.toml"))
+    train_labels = np.stack([r.labels for r in parts["train"]])
+    steps_per_epoch = math.ceil(len(parts["train"]) / config.batch_size)
+    log(f"mamsf train: {config.backbone} anchor={config.anchor} at {config.image_size} px on "
+        f"{keras.backend.backend()}; train {len(parts['train'])} / val {len(parts['val'])} / test "
+        f"{len(parts['test'])} images from {data_root}"
+        + (f"; skipped {sum(index.skipped.values())} bad image(s): {', '.join(index.skipped_names[:5])}"
+           if index.skipped else "")
+        + f"; {config.epochs} epochs x {steps_per_epoch} steps; run folder {run_dir}")
+
+    keras.utils.set_random_seed(config.seed)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    augmentation = augmentation_layers(config.seed) if config.augment else []
+    if shards is None:
+        train_ds = make_dataset(parts["train"], config.image_size, config.batch_size, training=True, seed=config.seed,
+                                class_aware=config.class_aware, augment=augmentation or False,
+                                channels=config.channels, epoch=epoch)
+        val_ds = make_dataset(parts["val"], config.image_size, max(config.batch_size, 64), channels=config.channels)
+    else:  # pre-resized shards: fast, but their shuffle is not seeded per epoch (a resumed epoch reorders)
+        from keras_mamsf.data.shards import make_shard_dataset
+
+        if config.class_aware:
+            raise ConfigError("class_aware sampling reads the PNGs: drop --shards or set class_aware=false")
+        train_ds = make_shard_dataset(shards, config.image_size, "train", config.batch_size, training=True,
+                                      seed=config.seed, augment=augmentation or False, channels=config.channels)
+        val_ds = make_shard_dataset(shards, config.image_size, "val", max(config.batch_size, 64),
+                                    channels=config.channels)
+    policy = config.dtype_policy
+    if policy == "auto":
+        policy = "mixed_bfloat16" if any(d.device_type == "GPU" for d in tf.config.list_physical_devices()) else "float32"
+    with distributed(distribute):
+        model = mamsf.build_model(**config.model_arguments(), num_classes=train_labels.shape[1], dtype_policy=policy)
+        model.compile(optimizer=keras.optimizers.AdamW(_schedule(config, steps_per_epoch),
+                                                       weight_decay=config.weight_decay),
+                      loss=_loss(config, train_labels), metrics=[MacroAUC(num_labels=train_labels.shape[1])])
+        # Built now, so that BackupAndRestore's load_weights restores the optimizer's moments and step
+        # too (an unbuilt optimizer is skipped with a warning, and the resumed run would diverge).
+        model.optimizer.build(model.trainable_variables)
+        # Order matters at an epoch's end: the best checkpoint and the logs are written before the
+        # backup marks the epoch done, so a kill between them replays the epoch instead of losing it.
+        callbacks = [
+            EpochSeed(epoch, augmentation),
+            keras.callbacks.TerminateOnNaN(),
+            BestCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_macro_auc"),
+            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+            keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+            keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        ]
+        history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
+                            verbose=PROGRESS[verbose] if verbose in PROGRESS else verbose)
+    final_path = mamsf.save_model(model, os.path.join(run_dir, "final.keras"))
+    if model.stop_training and history.history.get("loss") and not math.isfinite(history.history["loss"][-1]):
+        raise RuntimeError(f"training stopped on a non-finite loss (TerminateOnNaN); see {run_dir}/history.csv")
+    best_path = os.path.join(run_dir, "best.keras")
+    if not os.path.isfile(best_path):  # no finite validation figure at all (a single-class val split)
+        best_path = final_path
+    summary = evaluate_run(best_path, parts, config, run_dir, index, config_path, shards)
+    return summary
+
+
+def evaluate_run(model_path, parts, config, run_dir, index, config_path, shards=None):
+    """Scores `model_path` on the test split (thresholds chosen on val) and writes the evaluation."""
+    from keras_mamsf.evaluation import evaluate_predictions
+    from keras_mamsf.evaluation.report import write_evaluation
+    from keras_mamsf.evaluation.scoring import score_split
+    from keras_mamsf.export.manifest import sha256_of
+
+    batch = max(config.batch_size, 64)
+    test, _ = score_split(model_path, records=parts["test"], shards=shards, split="test", batch_size=batch)
+    val, _ = score_split(model_path, records=parts["val"], shards=shards, split="val", batch_size=batch)
+    source = {"model": os.path.abspath(model_path), "model_sha256": sha256_of(model_path),
+              "data": os.path.abspath(index.root), "split": "test", "split_method": config.split,
+              "val_fraction": config.val_fraction, "split_seed": config.split_seed, "config": os.path.abspath(config_path),
+              "images_from": "shards" if shards else "png",
+              "skipped_images": {"count": sum(index.skipped.values()), "reasons": index.skipped,
+                                 "first": index.skipped_names[:10]}}
+    metrics = evaluate_predictions(test, n_boot=config.n_boot, seed=config.seed, validation=val, source=source)
+    paths = write_evaluation(run_dir, test, metrics)
+    summary = {"run_dir": run_dir, "model": model_path, "metrics": metrics, "paths": paths}
+    from keras_mamsf.utils import write_text_atomic
+
+    write_text_atomic(os.path.join(run_dir, "summary.json"),
+                      json.dumps({"model": model_path, "macro_auc": metrics["macro"]["auc"],
+                                  "macro_auc_ci": metrics["macro"]["auc_ci"], "skipped_images": source["skipped_images"],
+                                  "paths": paths}, indent=2) + "\n")
+    return summary
+
+
+def _schedule(config, steps_per_epoch):
+    """Linear warmup over `warmup_epochs`, then cosine decay to 0 at the last step."""
+    import keras
+
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(int(round(config.warmup_epochs * steps_per_epoch)), total - 1)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(config.learning_rate, total)
+    return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=config.learning_rate,
+                                                  warmup_steps=warmup)
+
+
+def _loss(config, train_labels):
+    from keras_mamsf.losses import get_loss
+
+    if config.loss == "asl":
+        return get_loss("asl", gamma_neg=config.asl_gamma_neg, clip=config.asl_clip)
+    if config.loss == "focal":
+        return get_loss("focal", gamma=config.focal_gamma)
+    if config.loss == "weighted_bce":
+        return get_loss("weighted_bce", labels=train_labels, scheme=config.class_weighting)
+    return get_loss(config.loss)

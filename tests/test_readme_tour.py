@@ -1,0 +1,54 @@
+"""Every command of the README's CLI tour, run as written at small sizes (the substitutions below
+change only sizes and counts), in a fresh folder."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from keras_mamsf.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALLER = {"--images 2000": "--images 64", "--size 128": "--size 48", "image_size=64": "image_size=32",
+           "epochs=8": "epochs=1"}
+EXTRA = {"train": ["--set", "fusion_filters=8", "--set", "batch_size=8", "--set", "n_boot=50", "--set",
+                   "val_fraction=0.3", "--progress", "none"],
+         "evaluate": ["--n-boot", "50"], "compare": ["--n-boot", "50"],
+         "export": ["--calibration-images", "24", "--parity-images", "16"]}
+
+
+def tour_commands():
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"The CLI tour[^\n]*\n\n```bash\n(.*?)```", readme, re.S).group(1)
+    return [line for line in block.splitlines() if line.startswith("mamsf ")]
+
+
+def test_the_tour_is_the_readme_s():
+    commands = [shlex.split(line)[1] for line in tour_commands()]
+    assert commands == ["synth", "inspect", "train", "train", "evaluate", "compare", "export", "predict"]
+
+
+@pytest.mark.slow
+def test_every_tour_command_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for line in tour_commands():
+        for large, small in SMALLER.items():
+            line = line.replace(large, small)
+        argv = shlex.split(line)[1:]
+        if not (argv[0] == "train" and "--config" in argv):  # a written config carries the small settings
+            argv += EXTRA.get(argv[0], [])
+        elif argv[0] == "train":
+            argv += ["--progress", "none"]
+        assert main(argv) == 0, line
+        capsys.readouterr()
+    none_config = (tmp_path / "runs/none/config.toml").read_text()
+    assert 'anchor = "none"' in none_config and "image_size = 32" in none_config
+    for path in ("runs/branch/metrics.json", "runs/none/predictions.npz", "runs/branch_eval/report.html",
+                 "runs/branch_eval/thresholds.json", "runs/branch_vs_none/compare.json", "exports/model_int8.tflite",
+                 "exports/model.onnx", "exports/manifest.json"):
+        assert (tmp_path / path).is_file(), path
+    manifest = json.loads((tmp_path / "exports/manifest.json").read_text())
+    thresholds = json.loads((tmp_path / "runs/branch/thresholds.json").read_text())
+    assert manifest["thresholds"]["values"] == pytest.approx(thresholds)

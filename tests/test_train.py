@@ -1,0 +1,137 @@
+"""`mamsf train`: config validation before anything runs, crash-safe resume to the same weights,
+reproduction from the written config, bad images counted, and the JAX backend."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from keras_mamsf.cli.main import main
+from keras_mamsf.training.config import ConfigError, TrainConfig
+
+SMALL = ["--set", "image_size=32", "--set", "batch_size=6", "--set", "fusion_filters=8", "--set", "n_boot=50",
+         "--set", "val_fraction=0.3", "--set", "warmup_epochs=0.5", "--set", "learning_rate=0.003"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    from keras_mamsf.data.synth import write_synthetic
+
+    path = tmp_path_factory.mktemp("train") / "data"
+    write_synthetic(str(path), images=72, size=48, seed=2)
+    return path
+
+
+def _command(*args):
+    return [sys.executable, "-m", "keras_mamsf.cli.main", "train", *map(str, args)]
+
+
+def _env(backend="tensorflow"):
+    return dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def _final_weights(run_dir):
+    import keras_mamsf as mamsf
+
+    return mamsf.load_model(run_dir / "final.keras", compile=False).get_weights()
+
+
+def _error(capsys, argv):
+    assert main(argv) == 1, argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mamsf train: error: ") and "\n" not in err, err
+    return err
+
+
+def test_bad_settings_fail_before_training(root, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    err = _error(capsys, ["train", "--data", str(root), "--out", out, "--set", "anchor_decy=0.99"])
+    assert "unknown key 'anchor_decy'" in err and "anchor_decay" in err
+    err = _error(capsys, ["train", "--data", str(root), "--out", out, "--set", "anchor=sometimes"])
+    assert "anchor must be one of branch, shadow, inplace, none" in err
+    assert "anchor_decay must be in [0.0, 1.0)" in _error(capsys, ["train", "--data", str(root), "--out", out,
+                                                                   "--set", "anchor_decay=1.5"])
+    assert "epochs must be a int" in _error(capsys, ["train", "--data", str(root), "--out", out, "--set", "epochs=two"])
+    assert "no such folder" in _error(capsys, ["train", "--data", str(tmp_path / "nowhere"), "--out", out])
+    config = tmp_path / "bad.toml"
+    config.write_text('backbone = "efficientnetb0"\nlearning_rat = 0.01\n')
+    err = _error(capsys, ["train", "--data", str(root), "--out", out, "--config", str(config)])
+    assert str(config) in err and "unknown key 'learning_rat'" in err and "learning_rate" in err
+    assert not os.path.exists(out)  # nothing ran, nothing written
+
+
+def test_config_round_trip_and_contract_keys(tmp_path):
+    contract = {"backbone", "image_size", "anchor", "anchor_decay", "anchor_layers", "loss", "epochs", "batch_size",
+                "learning_rate", "seed", "weights", "dtype_policy"}
+    assert contract <= set(TrainConfig.keys())
+    config = TrainConfig().with_overrides(["anchor=none", "anchor_layers=[\"block6\", \"block7\", \"top_\"]",
+                                           "fusion_kernels=[1, 3]", "learning_rate=3e-4", "class_aware=true"])
+    assert (config.anchor, config.anchor_layers, config.fusion_kernels) == ("none", ("block6", "block7", "top_"), (1, 3))
+    assert TrainConfig.from_file(config.write(tmp_path / "c.toml")) == config
+    assert config.model_arguments()["anchor"] is None
+    with pytest.raises(ConfigError, match="fusion_kernels must be odd"):
+        TrainConfig().with_overrides(["fusion_kernels=[2]"])
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(root, tmp_path):
+    """SIGKILL in epoch 2, the same command again; then a fresh run from the written config."""
+    interrupted, fresh = tmp_path / "interrupted", tmp_path / "fresh"
+    command = _command("--data", root, "--out", interrupted, "--set", "epochs=3", *SMALL, "--progress", "none")
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = interrupted / "history.csv"
+    deadline = time.time() + 600
+    while time.time() < deadline and process.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) >= 2:  # epoch 1 done and backed up
+            time.sleep(1.0)
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, "the run ended before it could be killed in epoch 2"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    backup = json.loads((interrupted / "backup" / "training_metadata.json").read_text())
+    assert backup["epoch"] == 1 and not (interrupted / "final.keras").exists()
+    subprocess.run(command, env=_env(), check=True, capture_output=True)
+    rows = (interrupted / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1", "2"]  # each epoch logged once
+    subprocess.run(_command("--data", root, "--out", fresh, "--config", interrupted / "config.toml", "--progress",
+                            "none"), env=_env(), check=True, capture_output=True)
+    for a, b in zip(_final_weights(interrupted), _final_weights(fresh), strict=True):
+        assert np.abs(a - b).max() <= 1e-5
+    metrics = json.loads((interrupted / "metrics.json").read_text())
+    assert metrics["source"]["split"] == "test" and metrics["resampling"] == "patient"
+    assert json.loads((interrupted / "metrics.json").read_text())["macro"] == json.loads(
+        (fresh / "metrics.json").read_text())["macro"]
+
+
+@pytest.mark.slow
+def test_truncated_png_is_skipped_and_counted_or_stops_the_run(root, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    victim = sorted((data / "images").iterdir())[3]
+    victim.write_bytes(victim.read_bytes()[:200])  # a truncated PNG: header intact, data cut
+    out = tmp_path / "run"
+    err = _error(capsys, ["train", "--data", str(data), "--out", str(out), "--on-bad-image", "error",
+                          "--set", "epochs=1", *SMALL])
+    assert victim.name in err and "not a decodable PNG" in err and not (out / "history.csv").exists()
+    assert main(["train", "--data", str(data), "--out", str(out), "--set", "epochs=1", *SMALL, "--progress", "none",
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["source"]["skipped_images"] == {"count": 1, "reasons": {"not a PNG": 1}, "first": [victim.name]}
+    assert json.loads((out / "summary.json").read_text())["skipped_images"]["count"] == 1
+
+
+@pytest.mark.slow
+def test_jax_backend_runs_a_small_job(root, tmp_path):
+    out = tmp_path / "jax"
+    result = subprocess.run(_command("--data", root, "--out", out, "--set", "epochs=1", *SMALL, "--progress", "none"),
+                            env=_env("jax"), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on jax" in result.stdout and (out / "metrics.json").is_file() and (out / "best.keras").is_file()
