@@ -25,7 +25,7 @@ def add_parser(commands, name):
 def run(args):
     from keras_mamsf.cli.main import CommandError
     from keras_mamsf.evaluation import Predictions, compare_predictions
-    from keras_mamsf.evaluation.plots import value_text
+    from keras_mamsf.evaluation.report import comparison_lines
 
     if args.n_boot < 0:
         raise CommandError(f"--n-boot must be >= 0, got {args.n_boot}")
@@ -42,16 +42,7 @@ def run(args):
     print(f"A: {args.a}\nB: {args.b}")
     print(f"{comparison['n_images']} images, {comparison['n_patients'] or 'unknown'} patients; 95% CIs from "
           f"{comparison['n_boot']} paired bootstrap resamples of {comparison['resampling']}s, seed {comparison['seed']}")
-    print(f"  {'class':<20} {'AUC A':>7} {'AUC B':>7}  {'A - B [95% CI]':<28} {'p (DeLong)':>10} {'p (Holm)':>9}")
-    for label, entry in comparison["per_class"].items():
-        if not entry["scorable"]:
-            print(f"  {label:<20} not scorable (no positive or no negative)")
-            continue
-        print(f"  {label:<20} {entry['auc_a']:>7.4f} {entry['auc_b']:>7.4f}  "
-              f"{value_text(entry['delta_auc'], entry['ci'], 4):<28} {entry['p_value']:>10.4g} {entry['p_holm']:>9.4g}")
-    macro = comparison["macro"]
-    print(f"macro A - B over {macro['classes']} classes: {value_text(macro['delta_auc'], macro['ci'], 4)}, "
-          f"p = {macro['p_value']:.4g} (paired bootstrap)")
+    print("\n".join(comparison_lines(comparison)))
     if paths:
         print(f"report: {paths['compare.html']}")
     return 0

@@ -1,13 +1,14 @@
 """Keep TensorFlow's native start-up log lines off the user's screen (`mamsf --verbose` shows them).
 
 TensorFlow's C++ runtime writes "WARNING: All log messages before absl::InitializeLog() ...",
-oneDNN / CUDA-driver / CPU-feature notices (and a `cuInit` error on machines without a GPU)
-straight to file descriptor 2, before and regardless of `TF_CPP_MIN_LOG_LEVEL`. The command
+oneDNN / CUDA-driver / CPU-feature notices (and a `cuInit` error on machines without a GPU), and
+the TFLite converter and interpreter their settings and delegate notices, straight to file descriptor 2, before and regardless of `TF_CPP_MIN_LOG_LEVEL`. The command
 routes descriptor 2 through a pipe and a thread that drops exactly those lines; everything else
 (our messages, Keras' progress, tracebacks) passes through unchanged.
 """
 
 import atexit
+import logging
 import os
 import re
 import sys
@@ -16,7 +17,9 @@ import threading
 NATIVE_LOG_LINE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\)"
     rb"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\]"  # absl's "I0000 00:00:17... 123 port.cc:153] ..."
-    rb"|To enable the following instructions:)"  # the second line of the CPU-feature notice
+    rb"|To enable the following instructions:"  # the second line of the CPU-feature notice
+    rb"|fully_quantize: \d"  # the TFLite converter's quantization settings
+    rb"|INFO: Created TensorFlow Lite XNNPACK delegate)"
 )
 _installed = []
 
@@ -26,6 +29,7 @@ def filter_native_logs():
     if _installed:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what TensorFlow does honour
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its Python-side notices (retracing, ...)
     sys.stderr.flush()
     saved, target = os.dup(2), os.dup(2)
     read_end, write_end = os.pipe()

@@ -142,6 +142,8 @@ def render(anatomy, labels, size, rng, contrast=FINDING_CONTRAST):
         image += strength * 0.8 * (np.abs(cap - 0.5) < 0.08)
     if has["Hernia"]:  # a round density behind the heart, low in the middle
         image += strength * 1.3 * blob(0.5, 0.72, 0.04)
+    if has["Emphysema"]:  # hyperlucent lungs: besides the larger, darker fields drawn above
+        image -= strength * 0.4 * lung
     image += rng.normal(0, 12.0, size=image.shape)
     return np.clip(image, 0, 255).astype("uint8")
 

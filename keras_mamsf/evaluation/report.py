@@ -155,6 +155,24 @@ def comparison_blocks(comparison, images):
     return blocks
 
 
+def comparison_lines(comparison, name_a="A", name_b="B"):
+    """The per-class table of a comparison for the terminal (`mamsf compare`, `mamsf demo`)."""
+    lines = [f"  {'class':<20} {'AUC ' + name_a:>12} {'AUC ' + name_b:>12}  {name_a + ' - ' + name_b + ' [95% CI]':<30} "
+             f"{'p (DeLong)':>10} {'p (Holm)':>9}"]
+    for label, entry in comparison["per_class"].items():
+        if not entry["scorable"]:
+            lines.append(f"  {label:<20} not scorable (no positive or no negative)")
+            continue
+        lines.append(f"  {label:<20} {entry['auc_a']:>12.4f} {entry['auc_b']:>12.4f}  "
+                     f"{value_text(entry['delta_auc'], entry['ci'], 4):<30} {entry['p_value']:>10.4g} "
+                     f"{entry['p_holm']:>9.4g}")
+    macro = comparison["macro"]
+    lines.append(f"macro {name_a} - {name_b} over {macro['classes']} classes: "
+                 f"{value_text(macro['delta_auc'], macro['ci'], 4)}, p = {macro['p_value']:.4g} (paired "
+                 f"{comparison['resampling']} bootstrap)")
+    return lines
+
+
 def _p(value):
     return "n/a" if value is None else f"{value:.4g}"
 

@@ -38,7 +38,11 @@ def score_split(model_path, records=None, shards=None, split="test", batch_size=
         source = "png"
     y_true, y_score = [], []
     for images, batch_labels in dataset.as_numpy_iterator():
-        y_score.append(scores_from_outputs(runner.predict(images), use_output))
+        count = len(images)
+        if count < batch_size:  # the last batch, padded: one input shape, so graph runtimes trace once
+            images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]), images.dtype)])
+        outputs = runner.predict(images)
+        y_score.append(scores_from_outputs({name: value[:count] for name, value in outputs.items()}, use_output))
         y_true.append(batch_labels)
     y_score = np.concatenate(y_score)
     if y_score.shape[1] != len(labels):

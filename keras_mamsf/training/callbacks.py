@@ -51,6 +51,40 @@ class EpochSeed(keras.callbacks.Callback):
             variable.assign(state.astype(initial.dtype))
 
 
+class ValidationMacroAUC(keras.callbacks.Callback):
+    """At each epoch's end, the exact macro AUC (rank-based, `keras_mamsf.evaluation`) and the loss
+    on the validation data, as `val_macro_auc` and `val_loss` in the logs (so `CSVLogger`,
+    `TensorBoard`, `History` and `BestCheckpoint` see them). Classes without a positive or a negative
+    in the validation set are left out of the mean.
+
+    Exact rather than binned: early in training, BatchNorm statistics lag and every validation
+    probability sits within a hair of the others; a binned AUC then reads 0.5 while the ranking,
+    which is what the AUC measures, is already informative.
+
+    Args:
+        dataset: the validation `(images, labels)` batches (not shuffled, finite).
+    """
+
+    def __init__(self, dataset):
+        super().__init__()
+        import numpy as np
+
+        self.dataset = dataset
+        self.labels = np.concatenate([labels for _, labels in dataset.as_numpy_iterator()])
+
+    def on_epoch_end(self, epoch, logs=None):
+        import numpy as np
+
+        from keras_mamsf.evaluation.metrics import per_class_auc
+
+        probs = np.asarray(self.model.predict(self.dataset, verbose=0), dtype="float64")
+        names = [str(c) for c in range(self.labels.shape[1])]
+        macro = per_class_auc(self.labels, probs, names)["macro"]
+        if logs is not None:
+            logs["val_macro_auc"] = float("nan") if macro is None else macro
+            logs["val_loss"] = float(keras.ops.convert_to_numpy(self.model.loss(self.labels, probs.astype("float32"))))
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the model (atomic `.keras`) whenever `monitor` beats the best value so far; the best
     value lives in `<path>.json` beside it, so a resumed run does not forget it (Keras'

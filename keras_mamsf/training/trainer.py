@@ -20,7 +20,7 @@ import os
 
 from keras_mamsf.training.config import ConfigError
 
-PROGRESS = {"auto": None, "bar": 1, "epoch": 2, "none": 0}
+PROGRESS = {"auto": "auto", "bar": 1, "epoch": 2, "none": 0}
 
 
 def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_image="skip", verify="decode",
@@ -33,7 +33,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     import keras_mamsf as mamsf
     from keras_mamsf.data import nih, splits
     from keras_mamsf.data.pipeline import augmentation_layers, make_dataset
-    from keras_mamsf.training.callbacks import BestCheckpoint, EpochSeed
+    from keras_mamsf.training.callbacks import BestCheckpoint, EpochSeed, ValidationMacroAUC
     from keras_mamsf.training.distribution import distributed
     from keras_mamsf.training.macro_auc import MacroAUC
 
@@ -94,12 +94,13 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         callbacks = [
             EpochSeed(epoch, augmentation),
             keras.callbacks.TerminateOnNaN(),
+            ValidationMacroAUC(val_ds),
             BestCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_macro_auc"),
             keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
             keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
         ]
-        history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
+        history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
                             verbose=PROGRESS[verbose] if verbose in PROGRESS else verbose)
     final_path = mamsf.save_model(model, os.path.join(run_dir, "final.keras"))
     if model.stop_training and history.history.get("loss") and not math.isfinite(history.history["loss"][-1]):
