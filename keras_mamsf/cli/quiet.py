@@ -29,7 +29,8 @@ def filter_native_logs():
     if _installed:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # what TensorFlow does honour
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # its Python-side notices (retracing, ...)
+    for name in ("tensorflow", "absl"):  # their Python-side notices (retracing, TFDS configurations, ...)
+        logging.getLogger(name).setLevel(logging.ERROR)
     sys.stderr.flush()
     saved, target = os.dup(2), os.dup(2)
     read_end, write_end = os.pipe()

@@ -35,9 +35,13 @@ def prepare_shards(root, out_dir, size=256, on_bad_image="error", val_fraction=0
     if not os.path.isdir(root):
         raise nih.DataError(f"{root}: no such folder; point --data at the ChestX-ray14 root (or run `mamsf synth`)")
     builder = _builder(out_dir, size, on_bad_image=on_bad_image, val_fraction=val_fraction, split_seed=seed)
+    print(f"preparing {size} px shards of {root} in {out_dir} (every image decoded and resized once; nothing is "
+          "downloaded)", file=sys.stderr, flush=True)
+    tfds.disable_progress_bar()  # nested bars garble a log; the builder prints one line per tenth instead
     try:
-        # TFDS prints its progress to stdout; keep stdout for our report (`--json`).
-        with contextlib.redirect_stdout(sys.stderr):
+        # TFDS prints "Downloading and preparing dataset" (it downloads nothing here) and its own notes to
+        # stdout: not for the user, and stdout is kept for our report (`--json`).
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
             builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(root)))
     except AssertionError as error:  # TFDS asserts on a missing / empty manual_dir and on failed writes
         raise nih.DataError(f"{root}: TFDS could not prepare the shards ({str(error).splitlines()[0]})") from None

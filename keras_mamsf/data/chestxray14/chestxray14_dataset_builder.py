@@ -67,15 +67,22 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         parts = splits.make_splits(index.records, index.lists, "official", self._val_fraction, self._split_seed)
         self.skipped = dict(index.skipped)
         # An empty split (a tiny dataset's val part) cannot be written: TFDS refuses it.
-        return {name: self._generate_examples(records) for name, records in parts.items() if records}
+        return {name: self._generate_examples(records, name) for name, records in parts.items() if records}
 
-    def _generate_examples(self, records):
+    def _generate_examples(self, records, split=""):
         import tensorflow as tf
 
         from keras_mamsf.data.nih import DataError
         from keras_mamsf.data.pipeline import decode_and_resize
 
-        for record in records:
+        import sys
+        import time
+
+        started, step = time.time(), max(500, len(records) // 10)
+        for done, record in enumerate(records, 1):
+            if done % step == 0 or done == len(records):  # one plain line per tenth (TFDS' bars are off)
+                print(f"  {split}: {done}/{len(records)} images ({time.time() - started:.0f} s)", file=sys.stderr,
+                      flush=True)
             try:
                 image = decode_and_resize(record.path, self.image_size).numpy()
             except tf.errors.InvalidArgumentError:  # a PNG header over a broken body
