@@ -42,6 +42,15 @@ def copy_dropout_seeds(source, target):
         dst.assign(src.numpy())
 
 
+def binary_case(rng, n, prevalence, shift=1.0, decimals=None):
+    """Labels with at least one positive and one negative, and scores shifted up for positives
+    (rounded to `decimals` for ties): the random cases of the evaluation tests."""
+    y = rng.random(n) < prevalence
+    y[:2] = [True, False]
+    score = rng.normal(size=n) + shift * y
+    return y, (score if decimals is None else np.round(score, decimals))
+
+
 @pytest.fixture
 def float32_policy():
     """Restores the global dtype policy after a test that changes it."""

@@ -9,6 +9,7 @@ from keras_mamsf.evaluation import Predictions, compare_predictions, evaluate_pr
 from keras_mamsf.evaluation.calibration import expected_calibration_error
 from keras_mamsf.evaluation.delong import delong_test, holm
 from keras_mamsf.evaluation.thresholds import choose_threshold, file_thresholds
+from conftest import binary_case
 
 
 def _direct_delong(y, a, b):
@@ -31,10 +32,8 @@ def _direct_delong(y, a, b):
 def test_delong_equals_the_direct_structural_components(ties):
     rng = np.random.default_rng(0)
     for _ in range(10):
-        n = int(rng.integers(30, 300))
-        y = rng.random(n) < 0.35
-        y[:2] = [True, False]
-        a = rng.normal(size=n) + 1.0 * y
+        y, a = binary_case(rng, int(rng.integers(30, 300)), 0.35)
+        n = len(y)
         b = 0.6 * a + rng.normal(size=n) * 0.8 + 0.3 * y  # correlated with a, as two models on one set
         if ties:
             a, b = np.round(a, 1), np.round(b, 1)
@@ -103,10 +102,7 @@ def _brute(y, score, rule, s=0.9):
 def test_threshold_rules_match_brute_force(rule):
     rng = np.random.default_rng(3)
     for _ in range(15):
-        n = int(rng.integers(20, 200))
-        y = rng.random(n) < 0.3
-        y[:2] = [True, False]
-        score = np.round(rng.normal(size=n) + y, 2)
+        y, score = binary_case(rng, int(rng.integers(20, 200)), 0.3, decimals=2)
         assert choose_threshold(y, score, rule) == pytest.approx(_brute(y, score, rule)), rule
     assert choose_threshold(np.zeros(5), np.arange(5.0), rule) is None
 

@@ -9,13 +9,11 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from keras_mamsf.evaluation import Predictions, evaluate_predictions, per_class_auc
 from keras_mamsf.evaluation.bootstrap import clusters_of, percentile_interval, resample_counts, two_sided_p
 from keras_mamsf.evaluation.ranking import RankedScores
+from conftest import binary_case
 
 
 def _random_case(rng, n, ties):
-    y = rng.random(n) < rng.uniform(0.1, 0.8)
-    y[:2] = [True, False]
-    score = rng.normal(size=n) + y
-    return y, (np.round(score, 1) if ties else score)
+    return binary_case(rng, n, rng.uniform(0.1, 0.8), decimals=1 if ties else None)
 
 
 @pytest.mark.parametrize("ties", [False, True])
