@@ -13,6 +13,9 @@ import pytest
 import keras_mamsf as mamsf
 from conftest import BACKEND_CHECKS, values, worker_report
 
+# These wait for a worker process that trains and converts for minutes.
+pytestmark = pytest.mark.slow
+
 EQUATION_TOLERANCE = 1e-6
 
 

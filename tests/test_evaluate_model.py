@@ -11,6 +11,9 @@ from keras_mamsf.evaluation import Predictions
 from keras_mamsf.labels import CHESTXRAY14_LABELS
 from conftest import worker_report
 
+# These wait for a worker process that trains and converts for minutes.
+pytestmark = pytest.mark.slow
+
 FILES = {"predictions.npz", "metrics.json", "report.md", "report.html", "roc_curves.png", "pr_curves.png",
          "reliability.png", "auc_forest.png"}
 

@@ -15,6 +15,9 @@ from keras_mamsf.export.runtime import load_runner, sigmoid
 from keras_mamsf.labels import CHESTXRAY14_LABELS
 from conftest import worker_report
 
+# These wait for a worker process that trains and converts for minutes.
+pytestmark = pytest.mark.slow
+
 SIZE = 32
 # What each format must reproduce of the Keras float model's probabilities (max |dp|).
 TOLERANCE = {"savedmodel": 1e-4, "model.onnx": 1e-4, "model_float32.tflite": 1e-4,

@@ -107,3 +107,26 @@ def test_export_calibration_reads_shards_like_pngs(prepared):
     covered = [c for c in range(train_labels.shape[1]) if train_labels[:, c].any()][:12]
     assert np.all(shard_labels[:, covered].sum(axis=0) > 0) and np.all(png_labels[:, covered].sum(axis=0) > 0)
     assert all(any(np.array_equal(row, other) for other in train_labels) for row in shard_labels)
+
+
+def test_evaluate_reads_the_split_from_shards_like_from_pngs(prepared, tmp_path, capsys):
+    """`mamsf evaluate --shards`: the same images, labels and patients as from the PNGs, scores within
+    the uint8 rounding of the shards."""
+    import keras_mamsf as mamsf
+    from keras_mamsf.evaluation import Predictions
+
+    root, out = prepared
+    model = mamsf.build_model(input_shape=(SIZE, SIZE, 1), fusion_filters=8, dropout=0.0)
+    model_path = mamsf.save_model(model, tmp_path / "model.keras")
+    results = {}
+    for name, extra in (("png", []), ("shards", ["--shards", str(out)])):
+        assert main(["evaluate", "--model", model_path, "--data", str(root), "--n-boot", "20", "--out",
+                     str(tmp_path / name), *extra, "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["source"]["images_from"] == name
+        results[name] = Predictions.load(tmp_path / name / "predictions.npz")
+    by_name = {image: i for i, image in enumerate(results["png"].image_index)}
+    order = [by_name[image] for image in results["shards"].image_index]  # shards may store another order
+    assert sorted(order) == list(range(results["png"].n_images))
+    assert np.array_equal(results["shards"].y_true, results["png"].y_true[order])
+    assert np.array_equal(results["shards"].patient_id, results["png"].patient_id[order])
+    assert np.abs(results["shards"].y_score - results["png"].y_score[order]).max() < 1e-3
