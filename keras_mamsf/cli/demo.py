@@ -112,7 +112,7 @@ def run(args):
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        _print_summary(summary, runs, anchors, comparison)
+        _print_summary(summary, runs, anchors, comparison, root)
     return 0
 
 
@@ -133,12 +133,12 @@ def _export(run, root, out_dir, seed, say):
     return exports
 
 
-def _print_summary(summary, runs, anchors, comparison):
+def _print_summary(summary, runs, anchors, comparison, root):
     from keras_mamsf.evaluation.plots import value_text
     from keras_mamsf.evaluation.report import comparison_lines
 
     anchored, baseline = anchors
-    print(f"\n== mamsf demo: SYNTHETIC data ({summary['data']}); {summary['elapsed_s']:.0f} s ==" if summary["data"] ==
+    print(f"\n== mamsf demo on SYNTHETIC data ({root}); {summary['elapsed_s']:.0f} s ==" if summary["data"] ==
           "synthetic" else f"\n== mamsf demo on {summary['data']}; {summary['elapsed_s']:.0f} s ==")
     metrics = {anchor: runs[anchor]["metrics"] for anchor in anchors}
     test = metrics[anchored]
