@@ -141,7 +141,7 @@ def check_distribute(out_dir, epochs=3):
     from keras_mamsf.training import distributed, replica_count
 
     backend = keras.backend.backend()
-    x, y = batch(n=64, seed=9)
+    x, y = batch(n=128, seed=9)
     single_losses, _ = _train_for_distribution(x, y, epochs)
     devices = ["/cpu:0", "/cpu:1"] if backend == "tensorflow" else None  # JAX: all (2 forced) host devices
     with distributed("auto", devices=devices) as engine:
@@ -164,7 +164,7 @@ def _train_for_distribution(x, y, epochs):
     keras.utils.set_random_seed(0)
     model = tiny_model("branch", anchor_decay=0.9)
     model.compile(optimizer=keras.optimizers.SGD(0.02, momentum=0.9), loss="binary_crossentropy")
-    history = model.fit(x, y, batch_size=16, epochs=epochs, shuffle=False, verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=epochs, shuffle=False, verbose=0)
     return [float(v) for v in history.history["loss"]], model
 
 

@@ -84,13 +84,13 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(root, tmp_pat
     interrupted, fresh = tmp_path / "interrupted", tmp_path / "fresh"
     command = _command("--data", root, "--out", interrupted, "--set", "epochs=2", *SMALL, "--progress", "none")
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    history = interrupted / "history.csv"
+    metadata = interrupted / "backup" / "training_metadata.json"  # BackupAndRestore's record, written last
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
-        if history.is_file() and len(history.read_text().splitlines()) >= 2:  # epoch 1 done and backed up
+        if metadata.is_file() and metadata.read_text().strip():  # epoch 1 done and backed up
             time.sleep(0.3)  # into epoch 2's steps (it takes seconds), well before it ends
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed in epoch 2"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
