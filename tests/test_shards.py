@@ -109,6 +109,7 @@ def test_export_calibration_reads_shards_like_pngs(prepared):
     assert all(any(np.array_equal(row, other) for other in train_labels) for row in shard_labels)
 
 
+@pytest.mark.slow
 def test_evaluate_reads_the_split_from_shards_like_from_pngs(prepared, tmp_path, capsys):
     """`mamsf evaluate --shards`: the same images, labels and patients as from the PNGs, scores within
     the uint8 rounding of the shards."""
