@@ -74,7 +74,7 @@ def run(args):
         predictions = Predictions.load(args.predictions)
         source = {"predictions": os.path.abspath(args.predictions)}
     else:
-        records, skipped = _records(args)
+        records, index = _records(args)
         if args.thresholds_from == "val":
             if args.split == "val":
                 raise CommandError("--thresholds-from val with --split val: thresholds would be chosen on the set "
@@ -82,9 +82,9 @@ def run(args):
             if records is not None and not records["val"]:
                 raise CommandError(f"--thresholds-from val: the val split of {args.data} is empty "
                                    f"(--val-fraction {args.val_fraction}); raise --val-fraction")
-        predictions, source = _score(args, args.model, args.split, records, skipped)
+        predictions, source = _score(args, args.model, args.split, records, index)
         if args.thresholds_from == "val":
-            validation, _ = _score(args, args.model, "val", records, skipped)
+            validation, _ = _score(args, args.model, "val", records, index)
     if args.thresholds_from not in (None, "val"):
         validation = Predictions.load(args.thresholds_from)
     metrics = evaluate_predictions(predictions, n_boot=args.n_boot, seed=args.seed, validation=validation,
@@ -97,7 +97,7 @@ def run(args):
             raise CommandError("--baseline MODEL needs --model and --data (to score it on the same images); "
                                "with --predictions pass the baseline's predictions file")
         else:
-            baseline, _ = _score(args, args.baseline, args.split, records, skipped)
+            baseline, _ = _score(args, args.baseline, args.split, records, index)
         metrics["vs_baseline"] = compare_predictions(predictions, baseline, n_boot=args.n_boot, seed=args.seed)
     paths = write_evaluation(args.out, predictions, metrics)
     if args.json:
@@ -108,20 +108,19 @@ def run(args):
 
 
 def _records(args):
-    """`(records by split, skipped images)` of --data; `(None, {})` when the images come from shards."""
+    """`(records by split, NihIndex)` of --data; `(None, None)` when the images come from shards."""
     from keras_mamsf.data import nih, splits
 
     if args.shards:
-        return None, {}
+        return None, None
     index = nih.read_nih(args.data, on_bad_image=args.on_bad_image)
     parts = splits.make_splits(index.records, index.lists, args.split_method, args.val_fraction, args.split_seed)
-    return parts, index.skipped
+    return parts, index
 
 
-def _score(args, model, split, records, skipped):
+def _score(args, model, split, records, index):
     """`(Predictions, source dict)` of a model file on one split of --data."""
-    from keras_mamsf.evaluation.scoring import score_split
-    from keras_mamsf.export.manifest import sha256_of
+    from keras_mamsf.evaluation.scoring import score_split, split_source
 
     if not os.path.exists(model):
         raise FileNotFoundError(f"{model}: no such model file or folder")
@@ -129,10 +128,8 @@ def _score(args, model, split, records, skipped):
         raise ValueError(f"the {split} split of {args.data} is empty; nothing to evaluate")
     predictions, details = score_split(model, records=None if records is None else records[split], shards=args.shards,
                                        split=split, batch_size=args.batch_size, threads=args.threads)
-    source = {"model": os.path.abspath(model), "model_sha256": sha256_of(model) if os.path.isfile(model) else None,
-              "data": os.path.abspath(args.data), "split": split, "split_method": args.split_method,
-              "val_fraction": args.val_fraction, "split_seed": args.split_seed, **details, "skipped_images": skipped}
-    return predictions, source
+    return predictions, split_source(model, args.data, split, args.split_method, args.val_fraction, args.split_seed,
+                                     index, **details)
 
 
 def print_summary(metrics, paths):

@@ -50,3 +50,20 @@ def score_split(model_path, records=None, shards=None, split="test", batch_size=
     predictions = Predictions(np.concatenate(y_true).round(), y_score, labels=labels, patient_id=patient_id,
                               image_index=image_index, source=f"{model_path} on {split}")
     return predictions, {"images_from": source, "output": use_output, "image_size": size, "channels": channels}
+
+
+def split_source(model_path, data_root, split, split_method, val_fraction, split_seed, index=None, **details):
+    """The `source` of a `metrics.json` scored from a split: the model file and its SHA-256 (None for a
+    SavedModel folder), the data root and split settings, the images skipped as bad (count, reasons, the
+    first names; from the `NihIndex`, none when the images came from shards) and `details`."""
+    import os
+
+    from keras_mamsf.export.manifest import sha256_of
+
+    skipped = {} if index is None else dict(index.skipped)
+    return {"model": os.path.abspath(model_path),
+            "model_sha256": sha256_of(model_path) if os.path.isfile(model_path) else None,
+            "data": os.path.abspath(data_root), "split": split, "split_method": split_method,
+            "val_fraction": val_fraction, "split_seed": split_seed, **details,
+            "skipped_images": {"count": sum(skipped.values()), "reasons": skipped,
+                               "first": [] if index is None else index.skipped_names[:10]}}

@@ -116,18 +116,13 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, shards=
     """Scores `model_path` on the test split (thresholds chosen on val) and writes the evaluation."""
     from keras_mamsf.evaluation import evaluate_predictions
     from keras_mamsf.evaluation.report import write_evaluation
-    from keras_mamsf.evaluation.scoring import score_split
-    from keras_mamsf.export.manifest import sha256_of
+    from keras_mamsf.evaluation.scoring import score_split, split_source
 
     batch = max(config.batch_size, 64)
-    test, _ = score_split(model_path, records=parts["test"], shards=shards, split="test", batch_size=batch)
+    test, details = score_split(model_path, records=parts["test"], shards=shards, split="test", batch_size=batch)
     val, _ = score_split(model_path, records=parts["val"], shards=shards, split="val", batch_size=batch)
-    source = {"model": os.path.abspath(model_path), "model_sha256": sha256_of(model_path),
-              "data": os.path.abspath(index.root), "split": "test", "split_method": config.split,
-              "val_fraction": config.val_fraction, "split_seed": config.split_seed, "config": os.path.abspath(config_path),
-              "images_from": "shards" if shards else "png",
-              "skipped_images": {"count": sum(index.skipped.values()), "reasons": index.skipped,
-                                 "first": index.skipped_names[:10]}}
+    source = split_source(model_path, index.root, "test", config.split, config.val_fraction, config.split_seed, index,
+                          config=os.path.abspath(config_path), **details)
     metrics = evaluate_predictions(test, n_boot=config.n_boot, seed=config.seed, validation=val, source=source)
     paths = write_evaluation(run_dir, test, metrics)
     summary = {"run_dir": run_dir, "model": model_path, "metrics": metrics, "paths": paths}
