@@ -6,6 +6,7 @@ import pytest
 
 import keras_mamsf as mamsf
 from keras_mamsf.backbones import load_backbone, split_backbone
+from keras_mamsf.models.builder import build_model
 from conftest import IMAGE, batch, tiny_model
 
 LAST_STAGE = {name: ("block6" if "v2" in name else "block7") for name in mamsf.BACKBONES}
@@ -35,8 +36,32 @@ def test_custom_anchor_layers_and_their_errors():
     assert block.layers[1].name == "block6a_expand_conv"
     with pytest.raises(ValueError, match="no layer of efficientnetb0 starts with nope; its last stage is 'block7'"):
         split_backbone(backbone, anchor_layers=("nope",))
-    with pytest.raises(ValueError, match=r"do not select the final part of efficientnetb0 \(not selected but between"):
-        split_backbone(backbone, anchor_layers=("block7a_project",))
+    with pytest.raises(ValueError, match=r"start at block6b_project_conv, inside a residual block of efficientnetb0"):
+        split_backbone(backbone, anchor_layers=("block6b_project",))
+
+
+def test_an_earlier_stage_is_anchored_alone():
+    """("block6",): the block runs from stage 6 to the output, but only stage 6 gets an anchor;
+    stage 7 and top run with their online weights on the anchor path too."""
+    model = build_model(input_shape=(IMAGE, IMAGE, 3), num_classes=3, anchor="inplace", anchor_layers=("block6",),
+                        anchor_warmup=False, anchor_decay=0.5)
+    names = model.anchored_layer_names()
+    assert names and all(name.startswith("block6") for name in names)
+    layer = model.anchor_layers[0]
+    assert layer.block.get_layer("top_conv") is not None  # in the block, not anchored
+    expected = sum(len(sub.weights) for sub in layer.block.layers if sub.name.startswith("block6"))
+    assert len(model.anchor_pairs()) == expected
+    top = layer.block.get_layer("top_conv").kernel
+    stage6 = layer.block.get_layer("block6a_expand_conv").kernel
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
+    before = {"top": top.numpy().copy(), "stage6": stage6.numpy().copy()}
+    x, y = batch(4)
+    model.train_on_batch(x, y)
+    # inplace with decay 0.5 halves stage 6's step; top's full SGD step stays
+    assert not np.allclose(top.numpy(), before["top"])
+    anchor = dict((id(o), a) for o, a in model.anchor_pairs())[id(stage6)]
+    np.testing.assert_allclose(stage6.numpy(), anchor.numpy(), rtol=1e-6, atol=1e-7)
+    assert model.get_layer("momentum_anchor").get_config()["anchored"] == ["block6"]
     with pytest.raises(ValueError, match="unknown backbone 'resnet50'"):
         load_backbone("resnet50", (IMAGE, IMAGE, 3))
 

@@ -38,6 +38,12 @@ class MomentumAnchor(keras.layers.Layer):
       1 - (1 - m) * (1 - bn_momentum)); `tests/test_anchor_modes.py` shows it.
     - `None`: no anchor at all; the ablation baseline with the same head.
 
+    The block is what runs twice (or with swapped weights); `anchored` (layer-name
+    prefixes, default: all of the block) chooses whose weights get the anchor. Layers of
+    the block outside it keep their online weights on both paths, so anchoring an
+    earlier stage means: the anchor path is that stage with EMA weights followed by the
+    later stages with their online weights.
+
     `features(x)` returns `(online_features, anchor_features)` in every mode (for `None`
     both are the online features); `feature_model()` uses it.
     """
@@ -50,6 +56,7 @@ class MomentumAnchor(keras.layers.Layer):
         warmup=True,
         warmup_gamma=1.0,
         warmup_power=2.0 / 3.0,
+        anchored=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -74,6 +81,9 @@ class MomentumAnchor(keras.layers.Layer):
         self.warmup = bool(warmup)
         self.warmup_gamma = float(warmup_gamma)
         self.warmup_power = float(warmup_power)
+        if anchored is not None and (isinstance(anchored, str) or not all(isinstance(p, str) and p for p in anchored)):
+            raise ValueError(f"anchored must be a list of layer-name prefixes or None, got {anchored!r}")
+        self.anchored = None if anchored is None else tuple(anchored)
         self._online_weights = []
         self._anchor_weights = []
         self.step = None
@@ -81,7 +91,9 @@ class MomentumAnchor(keras.layers.Layer):
     def build(self, input_shape):
         if not self.block.built:
             self.block.build(input_shape)
-        self._online_weights = [w for w in self.block.weights if _is_floating(w)]
+        self._online_weights = [w for layer in self._anchored_layers() for w in layer.weights if _is_floating(w)]
+        if not self._online_weights and self.mode is not None:
+            raise ValueError(f"anchored={self.anchored} selects no weights in block {self.block.name}")
         if self.mode is not None:
             self._anchor_weights = [
                 self.add_weight(
@@ -177,8 +189,12 @@ class MomentumAnchor(keras.layers.Layer):
 
     @property
     def block_layer_names(self):
-        """Names of the block's layers: the layers the anchor covers (weightless ones included)."""
-        return [layer.name for layer in _leaf_layers(self.block)]
+        """Names of the layers the anchor covers (weightless ones included)."""
+        return [layer.name for layer in self._anchored_layers()]
+
+    def _anchored_layers(self):
+        layers = list(_leaf_layers(self.block))
+        return layers if self.anchored is None else [layer for layer in layers if layer.name.startswith(self.anchored)]
 
     def get_config(self):
         config = super().get_config()
@@ -190,6 +206,7 @@ class MomentumAnchor(keras.layers.Layer):
                 "warmup": self.warmup,
                 "warmup_gamma": self.warmup_gamma,
                 "warmup_power": self.warmup_power,
+                "anchored": None if self.anchored is None else list(self.anchored),
             }
         )
         return config

@@ -90,12 +90,15 @@ def last_stage_prefix(backbone):
 
 
 def split_backbone(backbone, anchor_layers=None):
-    """Split `backbone` into `(trunk, final_block)` sharing its layers.
+    """Split `backbone` into `(trunk, block)` sharing its layers.
 
-    `anchor_layers`: layer-name prefixes that select the final block; by default the
-    last stage and `top_`. The selected layers must be the whole tail of the network
-    (everything from the first selected layer to the output), so the block is a
-    single-input, single-output graph; otherwise the error names the offending layers.
+    `anchor_layers`: layer-name prefixes of the layers to anchor; by default the last stage
+    and `top_` (the final block). The block is everything from the first selected layer to
+    the output (the part that runs on both paths); `MomentumAnchor(anchored=anchor_layers)`
+    then anchors the selected layers only. So ("block6",) anchors stage 6 while stage 7
+    and top run with online weights on both paths, and ("stem_", "block", "top_") anchors
+    the whole backbone. The first selected layer must start a single-input part (a stage,
+    not a layer inside a residual block).
     """
     prefixes = tuple(anchor_layers) if anchor_layers else (last_stage_prefix(backbone), "top_")
     if not prefixes or not all(isinstance(p, str) and p for p in prefixes):
@@ -109,20 +112,21 @@ def split_backbone(backbone, anchor_layers=None):
     first = selected[0]
     inputs = first._inbound_nodes[0].input_tensors  # node 0: the call inside the backbone
     if len(inputs) != 1:
-        raise ValueError(f"layer {first.name} has several inputs; the final block must start at a single-input layer")
+        raise ValueError(f"layer {first.name} has several inputs; anchor_layers must start at a single-input layer")
     cut = inputs[0]
     trunk = keras.Model(backbone.inputs, cut, name="trunk")
-    block = keras.Model(cut, backbone.outputs[0], name="final_block")
-    in_block = {layer.name for layer in block.layers if not isinstance(layer, keras.layers.InputLayer)}
-    wanted = {layer.name for layer in selected}
-    if in_block != wanted:
-        extra = sorted(in_block - wanted)
-        missing = sorted(wanted - in_block)
-        detail = f"not selected but between them: {', '.join(extra[:5])}" if extra else ""
-        if missing:
-            detail += ("; " if detail else "") + f"selected but not on the path to the output: {', '.join(missing[:5])}"
+    try:
+        block = keras.Model(cut, backbone.outputs[0], name="final_block")
+    except ValueError:  # the tail also needs a tensor from before the cut: a residual connection
         raise ValueError(
-            f"anchor_layers {prefixes} do not select the final part of {backbone.name} ({detail}); "
-            "choose prefixes that cover every layer from the first selected one to the output"
+            f"anchor_layers {prefixes} start at {first.name}, inside a residual block of {backbone.name}; "
+            "start them at a stage (e.g. 'block6') or at 'top_'"
+        ) from None
+    in_block = {layer.name for layer in block.layers if not isinstance(layer, keras.layers.InputLayer)}
+    missing = sorted({layer.name for layer in selected} - in_block)
+    if missing:
+        raise ValueError(
+            f"anchor_layers {prefixes} select layers that are not on the path to the output of "
+            f"{backbone.name}: {', '.join(missing[:5])}"
         )
     return trunk, block

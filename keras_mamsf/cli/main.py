@@ -3,10 +3,10 @@
 import argparse
 import sys
 
-from keras_mamsf.cli import compare, demo, evaluate, export, inspect_data, predict, prepare, synth, train
+from keras_mamsf.cli import ablate, compare, demo, evaluate, export, inspect_data, predict, prepare, synth, train
 
 SUBCOMMANDS = {"synth": synth, "inspect": inspect_data, "prepare": prepare, "train": train, "evaluate": evaluate,
-               "compare": compare, "export": export, "predict": predict, "demo": demo}
+               "compare": compare, "ablate": ablate, "export": export, "predict": predict, "demo": demo}
 
 
 class CommandError(Exception):

@@ -17,6 +17,10 @@ def add_parser(commands, name):
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or DICOM files")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for LiteRT / onnxruntime")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--gradcam", metavar="LABEL|all", default=None,
+                        help="also write Grad-CAM heatmaps over each image for LABEL (or every class) as PNGs "
+                        "(a .keras model only)")
+    parser.add_argument("--out", metavar="DIR", default=None, help="where --gradcam writes its PNGs")
     parser.set_defaults(run=run)
     return parser
 
@@ -45,8 +49,40 @@ def predict_files(model_path, paths, threads=None):
     return results, thresholds, use
 
 
+def write_gradcams(model_path, paths, label, out_dir):
+    """Grad-CAM overlays `OUT/<image>_<label>.png` for `label` ("all": every class); returns the paths."""
+    from keras_mamsf.data.images import load_image
+    from keras_mamsf.explain.grad_cam import class_index, grad_cam, overlay, write_png
+    from keras_mamsf.export.manifest import model_card
+    from keras_mamsf.export.runtime import artifact_format
+    from keras_mamsf.models.io import load_model
+
+    if artifact_format(model_path) != "keras":
+        raise ValueError(f"--gradcam needs the .keras model (an exported file has no fusion feature map): "
+                         f"{model_path}")
+    model = load_model(model_path)
+    labels = list(model_card(model_path)[0])
+    chosen = labels if label == "all" else [labels[class_index(label, len(labels), labels)]]
+    _, height, width, channels = model.inputs[0].shape
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for path in paths:
+        image = load_image(path, height, channels)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        for name in chosen:
+            heatmap = grad_cam(model, image, name, labels)
+            written.append(write_png(os.path.join(out_dir, f"{stem}_{name}.png"), overlay(image, heatmap)))
+    return written
+
+
 def run(args):
+    if args.gradcam and not args.out:
+        raise ValueError("--gradcam writes PNGs: add --out DIR")
     results, thresholds, use = predict_files(args.model, args.images, args.threads)
+    if args.gradcam:
+        written = write_gradcams(args.model, args.images, args.gradcam, args.out)
+        if not args.json:
+            print(f"Grad-CAM ({args.gradcam}): {len(written)} PNG(s) in {args.out}")
     if args.json:
         print(json.dumps({"model": args.model, "output": use, "thresholds": thresholds, "results": results}, indent=2))
         return 0

@@ -120,6 +120,69 @@ def delta_forest(comparison):
                         f"(paired {comparison['resampling']} bootstrap)", "delta AUC", reference=0.0)
 
 
+def line_panels(panels, title, xlabel, ylabel):
+    """Small multiples: `panels = {panel title: {series name: [(x, y), ...]}}`, one line per series
+    (a series name containing "anchor" is dashed); y None is a gap."""
+    plt = _pyplot()
+    figure, axes = _grid(len(panels))
+    for axis, (name, series) in zip(axes, panels.items()):
+        for k, (label, points) in enumerate(series.items()):
+            xs = [x for x, _ in points]
+            ys = [np.nan if y is None else y for _, y in points]
+            axis.plot(xs, ys, marker="o", ms=3, lw=1.2, ls="--" if "anchor" in label else "-", label=label,
+                      color=f"C{k // 2 if len(series) > 2 else k}")
+        axis.set_title(name, fontsize=9)
+        axis.set_xlabel(xlabel, fontsize=8)
+        axis.set_ylabel(ylabel, fontsize=8)
+        axis.tick_params(labelsize=7)
+    first = next(iter(axes), None)
+    if first is not None:
+        first.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def drift_curves(summary):
+    """A `drift.json` summary: per class (rarest first), drift from the start of both blocks."""
+    panels = {}
+    for name in summary["classes"]:
+        blocks = ["online"] if summary.get("anchor_mode") is None else ["online", "anchor"]
+        panels[f"{name} ({summary['train_positives'].get(name, 0)} train)"] = {
+            block: [(0, 0.0)] + [(r["epoch"], r[block][name]["drift_start"]) for r in summary["epochs"]]
+            for block in blocks
+        }
+    return line_panels(panels, "Feature drift from the start (cosine distance of class centroids), rarest first",
+                       "epoch", "drift")
+
+
+def sweep(points, baseline, title, xlabel, ylabel):
+    """Mean +- sd against a swept setting: `points = [(x, mean, sd), ...]` (x on a log scale of 1 - x
+    when all x are in (0, 1), as for decays); `baseline = (mean, sd)` or None, a horizontal band."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 3.4))
+    points = sorted(p for p in points if p[1] is not None)
+    decays = points and all(0 < x < 1 for x, _, _ in points)
+    xs = [1 - x if decays else x for x, _, _ in points]
+    axis.errorbar(xs, [m for _, m, _ in points], yerr=[s or 0.0 for _, _, s in points], marker="o", capsize=3,
+                  label="anchored")
+    if decays:
+        axis.set_xscale("log")
+        axis.invert_xaxis()
+        axis.set_xticks(xs)
+        axis.set_xticklabels([str(x) for x, _, _ in points])
+    if baseline is not None and baseline[0] is not None:
+        axis.axhline(baseline[0], color="grey", ls="--", lw=1, label="no anchor")
+        if baseline[1]:
+            axis.axhspan(baseline[0] - baseline[1], baseline[0] + baseline[1], color="grey", alpha=0.15)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return _png(figure)
+
+
 def value_text(value, ci, digits=3):
     """`0.812 [0.790, 0.833]`, or `n/a`; shared by the plots' titles and the reports' tables."""
     if value is None:

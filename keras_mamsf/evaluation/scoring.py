@@ -12,17 +12,18 @@ import numpy as np
 from keras_mamsf.evaluation.predictions import Predictions
 
 
-def score_split(model_path, records=None, shards=None, split="test", batch_size=32, threads=None):
+def score_split(model_path, records=None, shards=None, split="test", batch_size=32, threads=None, runner=None):
     """`(Predictions, details)` of `model_path` on `records` (NIH records of one split, read from
     their PNGs) or on the prepared `shards` folder's `split` (at the model's input size).
 
-    `details` says where the images came from, the output read and the image size.
+    `details` says where the images came from, the output read and the image size. `runner`:
+    `export.runtime.load_runner(model_path)` already loaded (scoring several splits loads once).
     """
     from keras_mamsf.export.manifest import model_card
     from keras_mamsf.export.runtime import load_runner, scores_from_outputs, square_input
 
     labels, _, use_output = model_card(model_path)
-    runner = load_runner(model_path, num_threads=threads)
+    runner = runner or load_runner(model_path, num_threads=threads)
     size, channels = square_input(runner, model_path)
     if shards is not None:
         from keras_mamsf.data.shards import make_shard_dataset, shard_ids

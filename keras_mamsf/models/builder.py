@@ -38,7 +38,10 @@ def build_model(
           -> Dense(num_classes) logits (float32) -> sigmoid probabilities (float32)
 
     The output is the probabilities (named "probs"); the layer "logits" gives the
-    logits. `dtype_policy` (e.g. "mixed_bfloat16") applies to this build only; without
+    logits. `anchor_layers` (layer-name prefixes) anchors other layers than the final
+    block: `("block6",)` an earlier stage (the anchor path is stage 6 with EMA weights,
+    then stage 7 and top with their online weights), `("stem_", "block", "top_")` the
+    whole backbone. `dtype_policy` (e.g. "mixed_bfloat16") applies to this build only; without
     it the global policy is used. Under "mixed_float16", `compile` wraps the optimizer
     in a `LossScaleOptimizer`.
     """
@@ -64,6 +67,7 @@ def build_model(
             warmup=anchor_warmup,
             warmup_gamma=anchor_warmup_gamma,
             warmup_power=anchor_warmup_power,
+            anchored=tuple(anchor_layers) if anchor_layers else None,
             name="momentum_anchor",
         )(x)
         x = MultiScaleFusion(fusion_filters, fusion_kernels, activation=fusion_activation, name="fusion")(x)

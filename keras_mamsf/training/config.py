@@ -67,6 +67,9 @@ class TrainConfig:
     seed: int = 0
     # evaluation at the end (on the best checkpoint, test split)
     n_boot: int = 2000
+    # per-class feature drift of both blocks each epoch (DriftMonitor: drift.json, drift.png)
+    drift_monitor: bool = False
+    drift_per_class: int = 32  # probe images per class, drawn from the validation split
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -167,7 +170,8 @@ _RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True
            "focal_gamma": (0.0, 20.0, True, True), "val_fraction": (0.0, 1.0, True, False),
            "learning_rate": (0.0, 10.0, False, True), "weight_decay": (0.0, 1.0, True, True),
            "warmup_epochs": (0.0, 1000.0, True, True), "epochs": (1, 100000, True, True),
-           "batch_size": (1, 65536, True, True), "n_boot": (0, 1000000, True, True)}
+           "batch_size": (1, 65536, True, True), "n_boot": (0, 1000000, True, True),
+           "drift_per_class": (1, 100000, True, True)}
 
 
 def _coerce(key, value):

@@ -6,7 +6,8 @@ RUN_DIR gets: `config.toml` (the resolved config; `--config` it to repeat the ru
 (Keras' `BackupAndRestore`: weights, optimizer, anchor and the epoch), `logs/` (TensorBoard),
 `history.csv` (`CSVLogger`), `best.keras` (best validation macro AUC, atomic) with `best.keras.json`,
 `final.keras` (the last epoch's model), and the evaluation of `best.keras` on the test split:
-`predictions.npz`, `metrics.json`, `thresholds.json` (chosen on val), `report.md` / `.html`, plots.
+`predictions.npz`, `metrics.json`, `thresholds.json` (chosen on val), `report.md` / `.html`, plots;
+with `drift_monitor = true`, `drift.json`, `drift_centroids.npz` and `drift.png` (`DriftMonitor`).
 
 A run killed at any point and started again with the same command continues at the start of the
 epoch it was in, with optimizer, anchor, data order and augmentation as an uninterrupted run
@@ -24,8 +25,9 @@ PROGRESS = {"auto": "auto", "bar": 1, "epoch": 2, "none": 0}
 
 
 def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_image="skip", verify="decode",
-          verbose="auto", log=print):
-    """Trains, checkpoints and evaluates one run; returns the run's summary dict (also `summary.json`)."""
+          verbose="auto", log=print, index=None):
+    """Trains, checkpoints and evaluates one run; returns the run's summary dict (also `summary.json`).
+    `index`: the root's `NihIndex` when already read (`mamsf ablate` reads it once for all runs)."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -43,7 +45,8 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         if find_shards(shards, config.image_size) is None:
             raise ConfigError(f"{shards}: no {config.image_size}px shards; run `mamsf prepare --data {data_root} "
                               f"--size {config.image_size} --out {shards}` or drop --shards")
-    index = nih.read_nih(data_root, on_bad_image=on_bad_image, verify=verify)  # bad files: before training
+    if index is None:  # bad files: found before training
+        index = nih.read_nih(data_root, on_bad_image=on_bad_image, verify=verify)
     parts = splits.make_splits(index.records, index.lists, config.split, config.val_fraction, config.split_seed,
                                config.view)
     for name in ("train", "val", "test"):
@@ -100,6 +103,8 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
             keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
         ]
+        if config.drift_monitor:  # its values reach the logs before CSVLogger and TensorBoard write them
+            callbacks.insert(3, _drift_monitor(config, parts["val"], train_labels, run_dir))
         history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
                             verbose=PROGRESS[verbose] if verbose in PROGRESS else verbose)
     final_path = mamsf.save_model(model, os.path.join(run_dir, "final.keras"))
@@ -114,25 +119,51 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
 
 def evaluate_run(model_path, parts, config, run_dir, index, config_path, shards=None):
     """Scores `model_path` on the test split (thresholds chosen on val) and writes the evaluation."""
+    import numpy as np
+
     from keras_mamsf.evaluation import evaluate_predictions
     from keras_mamsf.evaluation.report import write_evaluation
     from keras_mamsf.evaluation.scoring import score_split, split_source
 
+    from keras_mamsf.export.runtime import load_runner
+
     batch = max(config.batch_size, 64)
-    test, details = score_split(model_path, records=parts["test"], shards=shards, split="test", batch_size=batch)
-    val, _ = score_split(model_path, records=parts["val"], shards=shards, split="val", batch_size=batch)
+    train_positives = np.stack([r.labels for r in parts["train"]]).sum(axis=0)
+    runner = load_runner(model_path)
+    test, details = score_split(model_path, records=parts["test"], shards=shards, split="test", batch_size=batch,
+                                runner=runner)
+    val, _ = score_split(model_path, records=parts["val"], shards=shards, split="val", batch_size=batch, runner=runner)
     source = split_source(model_path, index.root, "test", config.split, config.val_fraction, config.split_seed, index,
                           config=os.path.abspath(config_path), **details)
     metrics = evaluate_predictions(test, n_boot=config.n_boot, seed=config.seed, validation=val, source=source)
     paths = write_evaluation(run_dir, test, metrics)
     summary = {"run_dir": run_dir, "model": model_path, "metrics": metrics, "paths": paths}
     from keras_mamsf.utils import write_text_atomic
+    from keras_mamsf.utils.environment import describe
 
+    # summary.json last: its presence marks a finished run (mamsf ablate skips those)
     write_text_atomic(os.path.join(run_dir, "summary.json"),
                       json.dumps({"model": model_path, "macro_auc": metrics["macro"]["auc"],
                                   "macro_auc_ci": metrics["macro"]["auc_ci"], "skipped_images": source["skipped_images"],
-                                  "paths": paths}, indent=2) + "\n")
+                                  "split_sizes": {name: len(parts[name]) for name in ("train", "val", "test")},
+                                  "train_positives": dict(zip(test.labels, map(int, train_positives))),
+                                  "environment": describe(), "paths": paths}, indent=2) + "\n")
     return summary
+
+
+def _drift_monitor(config, val_records, train_labels, run_dir):
+    """A `DriftMonitor` on a probe drawn from the validation split (only the probe's images are read)."""
+    import numpy as np
+
+    from keras_mamsf.data.pipeline import make_dataset
+    from keras_mamsf.labels import CHESTXRAY14_LABELS
+    from keras_mamsf.training.drift import DriftMonitor, select_probe
+
+    chosen = select_probe(np.stack([r.labels for r in val_records]), config.drift_per_class, config.seed)
+    probe = make_dataset([val_records[i] for i in chosen], config.image_size, 64, channels=config.channels)
+    images, labels = (np.concatenate(parts) for parts in zip(*probe.as_numpy_iterator()))
+    return DriftMonitor(images, labels, CHESTXRAY14_LABELS, per_class=None, seed=config.seed,
+                        class_counts=train_labels.sum(axis=0), out_dir=run_dir)
 
 
 def _schedule(config, steps_per_epoch):

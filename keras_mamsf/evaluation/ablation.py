@@ -1,0 +1,287 @@
+"""The ablation report: per cell, figures over seeds, the paired comparison with the `none` cell,
+the minority-class drift, and the protocol. One code path with `evaluate` and `compare`:
+
+- a run's figures are its `metrics.json` (written by `evaluate_predictions`, as `mamsf evaluate
+  --predictions RUN/predictions.npz` writes it);
+- a cell's comparison with `none` is `compare_predictions` on the cells' seed-mean predictions,
+  written to `OUT/cells/CELL/predictions.npz`, so `mamsf compare OUT/cells/X/predictions.npz
+  OUT/cells/none/predictions.npz` prints the same numbers.
+
+Means and standard deviations are over the finished seeds (sample sd, n - 1; none with one seed).
+"""
+
+import json
+import math
+import os
+
+import numpy as np
+
+from keras_mamsf.evaluation.evaluate import compare_predictions
+from keras_mamsf.evaluation.predictions import Predictions, check_same_images
+from keras_mamsf.evaluation.report import to_html, to_markdown, write_bytes_atomic, write_json_atomic
+from keras_mamsf.utils import write_text_atomic
+
+RARE_CLASSES = 5
+
+
+def mean_sd(values):
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def _load_json(path):
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def rarest_classes(train_positives, count=RARE_CLASSES):
+    """The `count` classes with the fewest training positives (at least one), rarest first."""
+    present = [(n, i, label) for i, (label, n) in enumerate(train_positives.items()) if n > 0]
+    return [label for _, _, label in sorted(present)[:count]]
+
+
+def seed_mean(predictions, source):
+    """The mean scores of one cell's seeds on the same test images."""
+    first = predictions[0]
+    for other in predictions[1:]:
+        check_same_images(first, other)
+    return Predictions(first.y_true, np.mean([p.y_score for p in predictions], axis=0), labels=first.labels,
+                       patient_id=first.patient_id, image_index=first.image_index, source=source)
+
+
+def _drift(runs, classes):
+    """Minority-class drift from the start, per block: the last epoch's mean over `classes` and seeds,
+    and the curve (epoch, mean over classes and seeds)."""
+    records = [r for r in (_load_json(os.path.join(d, "drift.json")) for d in runs) if r and r["epochs"]]
+    if not records:
+        return None
+    result = {"classes": [c for c in classes if c in records[0]["classes"]], "seeds": len(records)}
+    for block in ("online", "anchor"):
+        if block == "anchor" and records[0].get("anchor_mode") is None:
+            result[block] = None
+            continue
+        per_epoch = {}
+        for record in records:
+            for epoch in record["epochs"]:
+                values = [epoch[block][c]["drift_start"] for c in result["classes"]]
+                values = [v for v in values if v is not None]
+                if values:
+                    per_epoch.setdefault(epoch["epoch"], []).append(float(np.mean(values)))
+        last = max(per_epoch) if per_epoch else None
+        result[block] = {"final": mean_sd(per_epoch[last]) if last else mean_sd([]), "epoch": last,
+                         "curve": [[e, float(np.mean(v))] for e, v in sorted(per_epoch.items())]}
+    return result
+
+
+def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
+    """The `ablation.json` dict from the finished `runs` (`{cell: {seed: run folder}}`); writes each
+    cell's seed-mean `predictions.npz` under `out_dir/cells/`."""
+    n_boot = base.n_boot if n_boot is None else n_boot
+    summaries = {name: {s: _load_json(os.path.join(d, "summary.json")) for s, d in by_seed.items()}
+                 for name, by_seed in runs.items()}
+    train_positives = next((s["train_positives"] for by_seed in summaries.values() for s in by_seed.values()), {})
+    rare = rarest_classes(train_positives)
+    means = {}
+    for cell in cells:
+        by_seed = runs.get(cell.name, {})
+        if by_seed:
+            loaded = [Predictions.load(os.path.join(by_seed[s], "predictions.npz")) for s in sorted(by_seed)]
+            mean = seed_mean(loaded, f"{cell.name}: mean over seeds {sorted(by_seed)}")
+            os.makedirs(os.path.join(out_dir, "cells", cell.name), exist_ok=True)
+            mean.save(os.path.join(out_dir, "cells", cell.name, "predictions.npz"))
+            means[cell.name] = Predictions.load(os.path.join(out_dir, "cells", cell.name, "predictions.npz"))
+    baseline = next((c.name for c in cells if c.config(base).anchor == "none"), None)
+    table = {}
+    for cell in cells:
+        by_seed = runs.get(cell.name, {})
+        metrics = [_load_json(os.path.join(by_seed[s], "metrics.json")) for s in sorted(by_seed)]
+        entry = {
+            "config": {key: list(v) if isinstance(v, tuple) else v for key, v in cell.changes.items()},
+            "seeds": sorted(by_seed),
+            "pending": [s for s in seeds if s not in by_seed],
+            "macro_auc": mean_sd([m["macro"]["auc"] for m in metrics]),
+            "macro_ap": mean_sd([m["macro"]["ap"] for m in metrics]),
+            "rare": {label: mean_sd([m["per_class"][label]["auc"] for m in metrics]) for label in rare},
+            "per_seed": {str(s): {"macro_auc": m["macro"]["auc"], "macro_ap": m["macro"]["ap"]}
+                         for s, m in zip(sorted(by_seed), metrics)},
+            "vs_none": None,
+            "drift": _drift([by_seed[s] for s in sorted(by_seed)], rare),
+        }
+        if cell.name != baseline and cell.name in means and baseline in means:
+            comparison = compare_predictions(means[cell.name], means[baseline], n_boot=n_boot, seed=seed)
+            entry["vs_none"] = {
+                "delta_auc": comparison["macro"]["delta_auc"], "ci": comparison["macro"]["ci"],
+                "p_value": comparison["macro"]["p_value"],
+                "per_class": {label: {"delta_auc": e["delta_auc"], "ci": e["ci"], "p_delong": e["p_value"],
+                                      "p_holm": e["p_holm"]} for label, e in comparison["per_class"].items()},
+                "predictions": os.path.join("cells", cell.name, "predictions.npz"),
+            }
+        table[cell.name] = entry
+    return {"cells": table, "baseline": baseline, "rare_classes": rare, "train_positives": train_positives,
+            "comparison": {"n_boot": int(n_boot), "seed": int(seed), "what": "seed-mean scores of a cell minus "
+                           "those of the none cell on the same test images; paired bootstrap CI and p (macro), "
+                           "DeLong p per class, Holm-adjusted"},
+            "protocol": protocol(base, seeds, summaries)}
+
+
+def protocol(base, seeds, summaries):
+    """The protocol every report states (the reviewer's second major comment)."""
+    from keras_mamsf.data.pipeline import AUGMENT_DEFAULTS
+
+    finished = [s for by_seed in summaries.values() for s in by_seed.values() if s]
+    environments = {json.dumps(s.get("environment"), sort_keys=True) for s in finished}
+    sizes = finished[0]["split_sizes"] if finished else None
+    augmentation = (", ".join(f"{k} {v}" for k, v in AUGMENT_DEFAULTS.items() if v) if base.augment else "none")
+    return {
+        "data": {"split": base.split, "val_fraction": base.val_fraction, "split_seed": base.split_seed,
+                 "view": base.view, "images": sizes, "sampling": "class-aware" if base.class_aware else "uniform"},
+        "preprocessing": f"8-bit grayscale, area-resized to {base.image_size} px, pixels 0..255 into the model "
+                         f"({base.channels} channel(s); grayscale tiled to RGB inside the model)",
+        "model": {"backbone": base.backbone, "weights": base.weights, "fusion_filters": base.fusion_filters,
+                  "fusion_kernels": list(base.fusion_kernels), "dropout": base.dropout,
+                  "anchor_warmup": base.anchor_warmup},
+        "image_size": base.image_size,
+        "augmentation": augmentation,
+        "loss": base.loss,
+        "optimizer": f"AdamW, learning rate {base.learning_rate}, weight decay {base.weight_decay}",
+        "schedule": f"linear warmup over {base.warmup_epochs} epoch(s), then cosine decay to 0",
+        "epochs": base.epochs,
+        "batch_size": base.batch_size,
+        "seeds": list(seeds),
+        "dtype_policy": base.dtype_policy,
+        "selection": "best validation macro AUC checkpoint; thresholds chosen on validation; figures on the test split",
+        "bootstrap": f"{base.n_boot} patient-level resamples per run",
+        "environments": [json.loads(e) for e in sorted(environments)],
+    }
+
+
+# -- rendering ---------------------------------------------------------------------------
+def _ms(entry, digits=3):
+    if entry is None or entry["mean"] is None:
+        return "n/a"
+    sd = "" if entry["std"] is None else f" ± {entry['std']:.{digits}f}"
+    return f"{entry['mean']:.{digits}f}{sd}"
+
+
+def _changes(config):
+    return ", ".join(f"{k}={v}" for k, v in config.items()) or "(base)"
+
+
+def ablation_blocks(result, images):
+    from keras_mamsf.evaluation.plots import value_text
+
+    cells = result["cells"]
+    rare = result["rare_classes"]
+    blocks = [("h1", "Ablation"),
+              ("p", f"Each cell changes only its own keys of the base config; every cell-seed is one `mamsf train` "
+                    f"run with the same data, split, budget and seeds. Mean ± sd over seeds (sample sd). "
+                    f"Rare classes: the {len(rare)} with the fewest training positives. "
+                    f"Comparison with `{result['baseline']}`: {result['comparison']['what']} "
+                    f"({result['comparison']['n_boot']} resamples, seed {result['comparison']['seed']}).")]
+    header = ["cell", "changes", "seeds", "macro AUC", "macro AP"] + [f"AUC {label}" for label in rare] + [
+        "delta macro AUC vs none [95% CI]", "p"]
+    rows = []
+    for name, entry in cells.items():
+        vs = entry["vs_none"]
+        seeds = f"{len(entry['seeds'])}" + (f" (+{len(entry['pending'])} pending)" if entry["pending"] else "")
+        rows.append([name, _changes(entry["config"]), seeds, _ms(entry["macro_auc"]), _ms(entry["macro_ap"])]
+                    + [_ms(entry["rare"][label]) for label in rare]
+                    + ["baseline" if name == result["baseline"] else
+                       ("n/a" if vs is None else value_text(vs["delta_auc"], vs["ci"], 4)),
+                       "" if vs is None else f"{vs['p_value']:.4g}"])
+    blocks.append(("table", header, rows))
+    compared = [name for name, entry in cells.items() if entry["vs_none"]]
+    if compared:
+        labels = list(cells[compared[0]]["vs_none"]["per_class"])
+        blocks += [("h2", "Per class: delta AUC vs none (DeLong p, Holm-adjusted)"),
+                   ("table", ["class"] + compared,
+                    [[label] + [_delta_p(cells[name]["vs_none"]["per_class"][label]) for name in compared]
+                     for label in labels])]
+    for key, title in (("delta_forest.png", "Delta macro AUC vs none by cell"),
+                       ("decay_sweep.png", "Decay sweep"), ("drift_curves.png", "Minority-class drift")):
+        if key in images:
+            blocks.append(("img", key, title, images[key]))
+    drift_rows = [[name, _ms((entry["drift"]["online"] or {}).get("final")),
+                   _ms((entry["drift"]["anchor"] or {}).get("final")) if entry["drift"]["anchor"] else "n/a (no anchor)"]
+                  for name, entry in cells.items() if entry["drift"]]
+    if drift_rows:
+        blocks += [("h2", "Feature drift of the minority classes"),
+                   ("p", "Cosine distance of each class centroid from its value at the start of training, at the last "
+                         "epoch, averaged over the rare classes in the probe (DriftMonitor); mean ± sd over seeds."),
+                   ("table", ["cell", "online block", "anchor block"], drift_rows)]
+    blocks += [("h2", "Protocol"), ("table", ["", ""], _protocol_rows(result["protocol"]))]
+    return blocks
+
+
+def _delta_p(entry):
+    if entry["delta_auc"] is None:
+        return "n/a"
+    return f"{entry['delta_auc']:+.4f} (p {entry['p_delong']:.3g}, Holm {entry['p_holm']:.3g})"
+
+
+def _protocol_rows(record):
+    rows = []
+    for key, value in record.items():
+        if key == "environments":
+            for k, environment in enumerate(value, 1):
+                hardware = environment["hardware"] if environment else {}
+                software = environment["software"] if environment else {}
+                rows.append([f"hardware {k}", ", ".join(f"{a}: {b}" for a, b in hardware.items())])
+                rows.append([f"software {k}", ", ".join(f"{a} {b}" for a, b in software.items())])
+            continue
+        text = ", ".join(f"{a}: {b}" for a, b in value.items()) if isinstance(value, dict) else str(value)
+        rows.append([key, text])
+    return rows
+
+
+def ablation_images(result, base):
+    from keras_mamsf.evaluation import plots
+
+    cells = result["cells"]
+    images = {}
+    rows = [(name, e["vs_none"]["delta_auc"], e["vs_none"]["ci"]) for name, e in cells.items() if e["vs_none"]]
+    if rows:
+        images["delta_forest.png"] = plots.forest(rows, "Seed-mean macro AUC minus the none cell's, 95% CI",
+                                                  "delta macro AUC", reference=0.0)
+    sweep = [(e["config"].get("anchor_decay", base.anchor_decay), e["macro_auc"]["mean"], e["macro_auc"]["std"])
+             for e in cells.values() if e["config"].get("anchor", base.anchor) == "branch"
+             and not e["config"].get("anchor_layers") and e["macro_auc"]["mean"] is not None]
+    if len(sweep) >= 2:
+        none = cells.get(result["baseline"], {}).get("macro_auc") or {}
+        images["decay_sweep.png"] = plots.sweep(sweep, (none.get("mean"), none.get("std")),
+                                                "Branch anchor on the final block: macro AUC by decay (mean ± sd)",
+                                                "anchor decay", "macro AUC")
+    panels = {}
+    for block in ("online", "anchor"):
+        series = {name: [(0, 0.0)] + [tuple(p) for p in e["drift"][block]["curve"]]
+                  for name, e in cells.items() if e["drift"] and e["drift"].get(block)}
+        if series:
+            panels[f"{block} block"] = series
+    if panels:
+        images["drift_curves.png"] = plots.line_panels(
+            panels, "Drift of the rare classes from the start (mean over classes and seeds)", "epoch", "drift")
+    return images
+
+
+def write_ablation(out_dir, result, base):
+    """Writes ablation.json, .md, .html and the PNGs atomically; returns their paths. A report from fewer
+    finished runs never replaces one from more (workers finishing together)."""
+    path = os.path.join(out_dir, "ablation.json")
+    existing = _load_json(path)
+    count = sum(len(e["seeds"]) for e in result["cells"].values())
+    if existing and sum(len(e["seeds"]) for e in existing["cells"].values()) > count:
+        return {"json": path, "markdown": os.path.join(out_dir, "ablation.md"),
+                "html": os.path.join(out_dir, "ablation.html")}
+    images = ablation_images(result, base)
+    for name, data in images.items():
+        write_bytes_atomic(os.path.join(out_dir, name), data)
+    blocks = ablation_blocks(result, images)
+    write_text_atomic(os.path.join(out_dir, "ablation.md"), to_markdown(blocks))
+    write_text_atomic(os.path.join(out_dir, "ablation.html"), to_html(blocks, "MAMSF ablation"))
+    write_json_atomic(path, result)
+    return {"json": path, "markdown": os.path.join(out_dir, "ablation.md"), "html": os.path.join(out_dir, "ablation.html")}
