@@ -1,0 +1,244 @@
+"""mamsf ablate without training: grids and their errors, shards, claims, the report's numbers
+(the same code path as evaluate/compare), and the drift monitor's arithmetic."""
+
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_mamsf.cli.main import main
+from keras_mamsf.evaluation import evaluate_predictions
+from keras_mamsf.evaluation.predictions import Predictions
+from keras_mamsf.evaluation.report import write_json_atomic
+from keras_mamsf.labels import CHESTXRAY14_LABELS
+from keras_mamsf.training.ablation import plan_record, write_plan
+from keras_mamsf.training.claims import try_claim
+from keras_mamsf.training.config import ConfigError, TrainConfig
+from keras_mamsf.training.drift import cosine_distance, fisher_separation, select_probe
+from keras_mamsf.training.grid import Cell, load_grid, named_grid, parse_shard, plan, shard_of
+
+
+# -- grids ---------------------------------------------------------------------------------
+def test_the_reviewer_grid():
+    cells = {cell.name: cell.changes for cell in named_grid("reviewer", TrainConfig())}
+    assert list(cells) == ["none", "branch", "shadow", "inplace", "branch_earlier_block", "branch_whole_backbone",
+                           "branch_decay_0.99", "branch_decay_0.9999"]
+    assert cells["branch_earlier_block"]["anchor_layers"] == ("block6",)
+    assert cells["branch_whole_backbone"]["anchor_layers"] == ("stem_", "block", "top_")
+    v2 = {cell.name: cell.changes for cell in named_grid("anchored_part", TrainConfig(backbone="efficientnetv2b0"))}
+    assert v2["branch_earlier_block"]["anchor_layers"] == ("block5",)
+    decay = [cell.name for cell in named_grid("decay", TrainConfig(anchor_decay=0.99))]
+    assert decay == ["none", "branch", "branch_decay_0.999", "branch_decay_0.9999"]
+
+
+def test_grid_files_toml_and_yaml(tmp_path):
+    toml = tmp_path / "grid.toml"
+    toml.write_text('[base]\nepochs = 2\n[cells.none]\nanchor = "none"\n[cells."fast_0.99"]\nanchor = "shadow"\n'
+                    'anchor_decay = 0.99\n')
+    base, cells = load_grid(toml, TrainConfig())
+    assert base.epochs == 2 and [c.name for c in cells] == ["none", "fast_0.99"]
+    assert cells[1].config(base).anchor_decay == 0.99 and cells[1].config(base).anchor == "shadow"
+    yaml_file = tmp_path / "grid.yaml"
+    yaml_file.write_text("cells:\n  none: {anchor: none}\n  part: {anchor: branch, anchor_layers: [block6]}\n")
+    _, cells = load_grid(yaml_file, TrainConfig())
+    assert cells[1].changes == {"anchor": "branch", "anchor_layers": ("block6",)}
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[cells.none]\nanchor = "none"\n[cells.b]\nanchor_decy = 0.9\n',
+     r"\[cells.b\]: unknown key 'anchor_decy'; did you mean anchor_decay"),
+    ('[cells.none]\nanchor = "none"\n[cells.b]\nanchor = "sometimes"\n',
+     r"\[cells.b\]: anchor must be one of branch, shadow, inplace, none; got 'sometimes'"),
+    ('[cells.none]\nanchor = "none"\n[cells.b]\nanchor_decay = 1.5\n', r"anchor_decay must be in \[0.0, 1.0\)"),
+    ('[cels.none]\nanchor = "none"\n', r"unknown top-level key 'cels'"),
+    ('[cells.b]\nanchor = "branch"\n', r"no cell with anchor = \"none\""),
+    ('[cells."a b"]\nanchor = "none"\n', r"a cell name is a folder name"),
+    ('[cells.none\n', r"not a valid grid file"),
+])
+def test_a_bad_grid_fails_before_any_training_in_one_line(tmp_path, capsys, text, message):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(text)
+    data = tmp_path / "data"
+    data.mkdir()  # an empty root: reaching the data would fail differently
+    assert main(["ablate", "--data", str(data), "--out", str(tmp_path / "out"), "--grid", str(grid)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and error.startswith("mamsf ablate: error: ")
+    assert __import__("re").search(message, error), error
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_named_grid_and_bad_shard(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    assert main(["ablate", "--data", str(data), "--out", str(tmp_path / "o"), "--grid", "everything"]) == 1
+    assert "unknown grid 'everything': use one of reviewer, modes" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"--shard '3/2': expected I/N"):
+        parse_shard("3/2")
+
+
+def test_shards_cover_every_run_exactly_once():
+    cells = [Cell(name, {}) for name in ("none", "a", "b")]
+    runs = [name for _, _, name in plan(cells, [0, 1])]
+    assert runs == ["none/seed0", "none/seed1", "a/seed0", "a/seed1", "b/seed0", "b/seed1"]
+    for count in (1, 2, 4, 7):
+        parts = [name for i in range(1, count + 1) for _, _, name in shard_of(plan(cells, [0, 1]), (i, count))]
+        assert sorted(parts) == sorted(runs)
+
+
+# -- claims --------------------------------------------------------------------------------
+def _race(run_dir, results):
+    claim = try_claim(run_dir, heartbeat=0.05)
+    results.put(claim is not None)
+
+
+def test_exactly_one_of_many_racing_workers_gets_a_run(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [context.Process(target=_race, args=(str(tmp_path / "run"), results)) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    # the winners' processes have exited, so their claims are stale now; but only one won the race
+    assert sorted(results.get(timeout=5) for _ in workers) == [False] * 5 + [True]
+
+
+def test_a_dead_worker_s_claim_is_taken_over(tmp_path):
+    run_dir = str(tmp_path / "run")
+    held = try_claim(run_dir)
+    assert held is not None and try_claim(run_dir) is None  # this (live) process holds it
+    held.release()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    os.rename(os.path.join(run_dir, "claim.1"), os.path.join(run_dir, "claim.1.mine"))
+    with open(os.path.join(run_dir, "claim.1"), "w") as handle:
+        json.dump({"host": os.uname().nodename, "pid": int(dead.stdout)}, handle)
+    taken = try_claim(run_dir)
+    assert taken is not None and taken.took_over and taken.path.endswith("claim.2")
+    # another host's claim: judged by its age
+    with open(os.path.join(run_dir, "claim.3"), "w") as handle:
+        json.dump({"host": "elsewhere", "pid": 1}, handle)
+    assert try_claim(run_dir, stale_after=3600) is None
+    os.utime(os.path.join(run_dir, "claim.3"), (0, 0))
+    assert try_claim(run_dir, stale_after=3600).path.endswith("claim.4")
+
+
+# -- the report ----------------------------------------------------------------------------
+def _fake_runs(out, cells, seeds, rng):
+    """Run folders as `mamsf train` leaves them (predictions, metrics from evaluate_predictions, summary)."""
+    n = 120
+    y = (rng.random((n, 14)) < 0.25).astype(float)
+    y[:2, :] = [[1] * 14, [0] * 14]
+    patients = np.repeat(np.arange(60), 2)
+    for k, cell in enumerate(cells):
+        for seed in seeds:
+            run = out / "runs" / cell / f"seed{seed}"
+            run.mkdir(parents=True)
+            score = 1 / (1 + np.exp(-(rng.normal(size=y.shape) + (0.5 + 0.3 * k) * y)))
+            predictions = Predictions(y, score, labels=CHESTXRAY14_LABELS, patient_id=patients,
+                                      image_index=[f"{i:05d}.png" for i in range(n)])
+            predictions.save(run / "predictions.npz")
+            write_json_atomic(run / "metrics.json", evaluate_predictions(Predictions.load(run / "predictions.npz"),
+                                                                         n_boot=100, seed=0))
+            positives = {label: int(c) for label, c in zip(CHESTXRAY14_LABELS, [50, 9, 40, 3, 7, 30, 2, 20, 11, 5,
+                                                                                 1, 4, 6, 0])}
+            write_json_atomic(run / "summary.json", {"train_positives": positives, "split_sizes": {"train": 1},
+                                                     "environment": {"hardware": {"cpus": 2}, "software": {}}})
+    return y
+
+
+def test_report_numbers_equal_evaluate_and_compare(tmp_path, capsys):
+    out = tmp_path / "abl"
+    cells, seeds = ["none", "branch", "shadow"], [0, 1]
+    _fake_runs(out, cells, seeds, np.random.default_rng(0))
+    base = TrainConfig(n_boot=200)
+    write_plan(str(out), plan_record(base, [Cell("none", {"anchor": "none"}), Cell("branch", {"anchor": "branch"}),
+                                            Cell("shadow", {"anchor": "shadow"})], seeds, str(tmp_path)))
+    assert main(["ablate", "--out", str(out), "--report-only"]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "ablation.json").read_text())
+    assert set(result["cells"]) == set(cells) and "shadow" in printed
+    assert result["rare_classes"] == ["Emphysema", "Pneumonia", "Infiltration", "Fibrosis", "Edema"]  # Hernia: 0
+    for cell in cells:
+        entry = result["cells"][cell]
+        per_seed = [json.loads((out / "runs" / cell / f"seed{s}" / "metrics.json").read_text()) for s in seeds]
+        aucs = [m["macro"]["auc"] for m in per_seed]
+        assert entry["macro_auc"]["mean"] == pytest.approx(np.mean(aucs), abs=1e-12)
+        assert entry["macro_auc"]["std"] == pytest.approx(np.std(aucs, ddof=1), abs=1e-12)
+        rarest = [m["per_class"]["Emphysema"]["auc"] for m in per_seed]
+        assert entry["rare"]["Emphysema"]["mean"] == pytest.approx(np.mean(rarest), abs=1e-12)
+        # one seed's figure is what `mamsf evaluate --predictions` says
+        assert main(["evaluate", "--predictions", str(out / "runs" / cell / "seed1" / "predictions.npz"),
+                     "--out", str(tmp_path / f"eval_{cell}"), "--n-boot", "100"]) == 0
+        evaluated = json.loads((tmp_path / f"eval_{cell}" / "metrics.json").read_text())
+        assert evaluated["macro"]["auc"] == per_seed[1]["macro"]["auc"]
+        assert evaluated["macro"]["ap"] == per_seed[1]["macro"]["ap"]
+    capsys.readouterr()
+    # the comparison is what `mamsf compare` prints for the cells' seed-mean predictions
+    assert main(["compare", str(out / "cells/branch/predictions.npz"), str(out / "cells/none/predictions.npz"),
+                 "--json", "--n-boot", "200", "--seed", "0"]) == 0
+    compared = json.loads(capsys.readouterr().out)
+    vs = result["cells"]["branch"]["vs_none"]
+    assert vs["delta_auc"] == compared["macro"]["delta_auc"] and vs["ci"] == compared["macro"]["ci"]
+    assert vs["p_value"] == compared["macro"]["p_value"]
+    for label, entry in compared["per_class"].items():
+        assert vs["per_class"][label]["p_delong"] == entry["p_value"]
+        assert vs["per_class"][label]["p_holm"] == entry["p_holm"]
+    # the seed-mean file is the mean of the seeds' scores
+    seeds_scores = [Predictions.load(out / "runs/branch" / f"seed{s}" / "predictions.npz").y_score for s in seeds]
+    np.testing.assert_array_equal(Predictions.load(out / "cells/branch/predictions.npz").y_score,
+                                  np.mean(seeds_scores, axis=0))
+    assert result["cells"]["none"]["vs_none"] is None
+    for name in ("ablation.md", "ablation.html", "delta_forest.png"):
+        assert (out / name).is_file()
+    markdown = (out / "ablation.md").read_text()
+    assert "## Protocol" in markdown and "| optimizer | AdamW" in markdown
+
+
+def test_a_partial_ablation_reports_what_has_finished(tmp_path, capsys):
+    out = tmp_path / "abl"
+    _fake_runs(out, ["none"], [0], np.random.default_rng(1))
+    base = TrainConfig(n_boot=50)
+    cells = [Cell("none", {"anchor": "none"}), Cell("branch", {"anchor": "branch"})]
+    write_plan(str(out), plan_record(base, cells, [0, 1], str(tmp_path)))
+    assert main(["ablate", "--out", str(out), "--report-only"]) == 0
+    result = json.loads((out / "ablation.json").read_text())
+    assert result["cells"]["none"]["seeds"] == [0] and result["cells"]["none"]["pending"] == [1]
+    assert result["cells"]["branch"]["seeds"] == [] and result["cells"]["branch"]["vs_none"] is None
+    with pytest.raises(ConfigError, match="holds an ablation with another seeds"):
+        write_plan(str(out), plan_record(base, cells, [0, 1, 2], str(tmp_path)))
+
+
+# -- drift arithmetic ----------------------------------------------------------------------
+def test_probe_takes_every_class_rarest_first_and_is_seeded():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((300, 5)) < [0.5, 0.2, 0.05, 0.01, 0.0]).astype(int)
+    probe = select_probe(labels, per_class=4, seed=3)
+    assert np.array_equal(probe, select_probe(labels, per_class=4, seed=3))
+    counts = labels[probe].sum(axis=0)
+    rare = np.zeros((300, 1), int)  # a class with 3 positives: all of them are taken
+    rare[[5, 50, 200]] = 1
+    with_rare = np.hstack([labels, rare])
+    assert with_rare[select_probe(with_rare, per_class=4, seed=3), 5].sum() == with_rare[:, 5].sum()
+    assert all(counts[c] >= min(4, labels[:, c].sum()) for c in range(4)) and counts[4] == 0
+    assert (labels[probe].sum(axis=1) == 0).sum() == 4  # images without findings: the "rest"
+
+
+def test_drift_measures_against_an_independent_computation():
+    from scipy.spatial.distance import cosine
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=16), rng.normal(size=16)
+    assert cosine_distance(a, b) == pytest.approx(cosine(a, b), abs=1e-12)
+    assert np.isnan(cosine_distance(a, np.zeros(16)))
+    features = rng.normal(size=(40, 8))
+    positive = np.arange(40) < 15
+    features[positive] += 1.5
+    d = features[positive].mean(0) - features[~positive].mean(0)
+    p = features @ d / np.linalg.norm(d)
+    expected = (p[positive].mean() - p[~positive].mean()) ** 2 / (p[positive].var() + p[~positive].var())
+    assert fisher_separation(features, positive) == pytest.approx(expected, rel=1e-12)
+    assert np.isnan(fisher_separation(features, np.arange(40) < 1))
