@@ -35,6 +35,13 @@ def test_the_reviewer_grid():
     assert decay == ["none", "branch", "branch_decay_0.999", "branch_decay_0.9999"]
 
 
+def test_help_names_every_grid():
+    from keras_mamsf.cli.ablate import GRIDS_HELP
+    from keras_mamsf.training.grid import GRIDS
+
+    assert [part.split(":")[0] for part in GRIDS_HELP.split("; ")] == list(GRIDS)
+
+
 def test_grid_files_toml_and_yaml(tmp_path):
     toml = tmp_path / "grid.toml"
     toml.write_text('[base]\nepochs = 2\n[cells.none]\nanchor = "none"\n[cells."fast_0.99"]\nanchor = "shadow"\n'

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_the_subcommands(capsys):
-    for argv, expected in ((["--help"], ("synth", "inspect", "train", "evaluate", "compare", "export", "predict",
-                                         "demo")),
+    for argv, expected in ((["--help"], ("synth", "inspect", "train", "evaluate", "compare", "ablate", "export",
+                                         "predict", "demo")),
+                           (["ablate", "--help"], ("--shard I/N", "--report-only", "reviewer", "--seeds")),
                            (["demo", "--help"], ("SYNTHETIC", "--json")),
                            (["export", "--help"], ("--calibration-data", "--no-verify", "--max-dp"))):
         with pytest.raises(SystemExit) as exit_info:
@@ -84,6 +85,7 @@ def test_help_starts_without_tensorflow_and_commands_hide_its_log_lines(tmp_path
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    command = 'python3 -m venv .venv && . .venv/bin/activate && pip install -q -e ".[test]" && python -m pytest -q tests'
+    command = ('python3 -m venv .venv && . .venv/bin/activate && pip install -q -e ".[test]" && '
+               'python -m pytest -q -n 2 --dist loadfile tests')
     assert f"```bash\n{command}\n```" in readme
     assert command in ci

@@ -80,3 +80,28 @@ def test_heatmap_peaks_where_the_finding_is_drawn():
     inside = np.mean([(r < size // 2) and (c < size // 2) for r, c in peaks])
     print(f"Grad-CAM peak inside the drawn region (top-left quadrant) for {inside:.0%} of {len(peaks)} images")
     assert inside >= 0.8
+
+
+def test_predict_writes_grad_cam_overlays(tmp_path, capsys):
+    from PIL import Image
+
+    from keras_mamsf.cli.main import main
+    from keras_mamsf.labels import CHESTXRAY14_LABELS
+    from keras_mamsf.models.io import save_model
+
+    model = tiny_model("branch", input_shape=(32, 32, 1), num_classes=14)
+    path = save_model(model, str(tmp_path / "model.keras"))
+    image = tmp_path / "x ray.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40), dtype=np.uint8)).save(image)
+    assert main(["predict", "--model", path, str(image), "--gradcam", "Hernia", "--out", str(tmp_path / "cams")]) == 0
+    assert "Grad-CAM (Hernia): 1 PNG(s)" in capsys.readouterr().out
+    written = Image.open(tmp_path / "cams" / "x ray_Hernia.png")
+    assert written.size == (32, 32) and written.mode == "RGB"
+    assert main(["predict", "--model", path, str(image), "--gradcam", "all", "--out", str(tmp_path / "all"),
+                 "--json"]) == 0
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == sorted(f"x ray_{l}.png" for l in CHESTXRAY14_LABELS)
+    capsys.readouterr()
+    assert main(["predict", "--model", path, str(image), "--gradcam", "Herna", "--out", str(tmp_path / "c")]) == 1
+    assert "unknown label 'Herna'" in capsys.readouterr().err
+    assert main(["predict", "--model", path, str(image), "--gradcam", "all"]) == 1
+    assert "--gradcam writes PNGs: add --out DIR" in capsys.readouterr().err
