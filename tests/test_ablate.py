@@ -119,6 +119,7 @@ def test_a_dead_worker_s_claim_is_taken_over(tmp_path):
     held = try_claim(run_dir)
     assert held is not None and try_claim(run_dir) is None  # this (live) process holds it
     held.release()
+    assert not os.listdir(run_dir) and try_claim(run_dir).path.endswith("claim.1")  # released: free again
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     os.rename(os.path.join(run_dir, "claim.1"), os.path.join(run_dir, "claim.1.mine"))
     with open(os.path.join(run_dir, "claim.1"), "w") as handle:
@@ -134,27 +135,57 @@ def test_a_dead_worker_s_claim_is_taken_over(tmp_path):
 
 
 # -- the report ----------------------------------------------------------------------------
-def _fake_runs(out, cells, seeds, rng):
-    """Run folders as `mamsf train` leaves them (predictions, metrics from evaluate_predictions, summary)."""
-    n = 120
-    y = (rng.random((n, 14)) < 0.25).astype(float)
+POSITIVES = dict(zip(CHESTXRAY14_LABELS, [50, 9, 40, 3, 7, 30, 2, 20, 11, 5, 1, 4, 6, 0]))
+
+
+def _write_run(run, rng, strength, n=120):
+    """A run folder as `mamsf train` leaves it (predictions, metrics from evaluate_predictions, summary)."""
+    y = (np.random.default_rng(7).random((n, 14)) < 0.25).astype(float)  # the same test images in every run
     y[:2, :] = [[1] * 14, [0] * 14]
-    patients = np.repeat(np.arange(60), 2)
+    os.makedirs(run, exist_ok=True)
+    score = 1 / (1 + np.exp(-(rng.normal(size=y.shape) + strength * y)))
+    Predictions(y, score, labels=CHESTXRAY14_LABELS, patient_id=np.repeat(np.arange(n // 2), 2),
+                image_index=[f"{i:05d}.png" for i in range(n)]).save(os.path.join(run, "predictions.npz"))
+    metrics = evaluate_predictions(Predictions.load(os.path.join(run, "predictions.npz")), n_boot=100, seed=0)
+    write_json_atomic(os.path.join(run, "metrics.json"), metrics)
+    write_json_atomic(os.path.join(run, "summary.json"), {"train_positives": POSITIVES, "split_sizes": {"train": 1},
+                                                          "environment": {"hardware": {"cpus": 2}, "software": {}}})
+    return metrics
+
+
+def _fake_runs(out, cells, seeds, rng):
     for k, cell in enumerate(cells):
         for seed in seeds:
-            run = out / "runs" / cell / f"seed{seed}"
-            run.mkdir(parents=True)
-            score = 1 / (1 + np.exp(-(rng.normal(size=y.shape) + (0.5 + 0.3 * k) * y)))
-            predictions = Predictions(y, score, labels=CHESTXRAY14_LABELS, patient_id=patients,
-                                      image_index=[f"{i:05d}.png" for i in range(n)])
-            predictions.save(run / "predictions.npz")
-            write_json_atomic(run / "metrics.json", evaluate_predictions(Predictions.load(run / "predictions.npz"),
-                                                                         n_boot=100, seed=0))
-            positives = {label: int(c) for label, c in zip(CHESTXRAY14_LABELS, [50, 9, 40, 3, 7, 30, 2, 20, 11, 5,
-                                                                                 1, 4, 6, 0])}
-            write_json_atomic(run / "summary.json", {"train_positives": positives, "split_sizes": {"train": 1},
-                                                     "environment": {"hardware": {"cpus": 2}, "software": {}}})
-    return y
+            _write_run(out / "runs" / cell / f"seed{seed}", rng, 0.5 + 0.3 * k)
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    import keras_mamsf.training.trainer as trainer
+
+    def fake_train(config, data_root, run_dir, **kwargs):
+        if config.anchor == "shadow":
+            raise RuntimeError("training stopped on a non-finite loss (TerminateOnNaN); see history.csv")
+        return {"metrics": _write_run(run_dir, np.random.default_rng(config.seed), 1.0)}
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr("keras_mamsf.data.nih.read_nih", lambda *a, **k: type("Index", (), {"skipped": {}})())
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[cells.none]\nanchor = "none"\n[cells.shadow]\nanchor = "shadow"\n[cells.inplace]\n'
+                    'anchor = "inplace"\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    args = ["ablate", "--data", str(data), "--out", str(tmp_path / "out"), "--grid", str(grid), "--seeds", "2",
+            "--set", "n_boot=50"]
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert "shadow/seed0: FAILED: training stopped on a non-finite loss" in printed
+    assert "trained 4, skipped 0 finished, 0 held by other workers, FAILED 2: shadow/seed0, shadow/seed1" in printed
+    result = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert result["cells"]["shadow"]["seeds"] == [] and result["cells"]["inplace"]["seeds"] == [0, 1]
+    events = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events if e["run"] == "shadow/seed1"] == ["start", "fail"]
+    assert main(args) == 1  # the same command retries only the failed runs
+    assert "trained 0, skipped 4 finished, 0 held by other workers, FAILED 2" in capsys.readouterr().out
 
 
 def test_report_numbers_equal_evaluate_and_compare(tmp_path, capsys):

@@ -99,12 +99,15 @@ def run(args):
                         verbose=PROGRESS[args.progress], stale_after=args.stale_after,
                         log=lambda message: print(message, flush=True))
     print(f"this worker: trained {len(done['trained'])}, skipped {len(done['skipped'])} finished, "
-          f"{len(done['held'])} held by other workers")
+          f"{len(done['held'])} held by other workers"
+          + (f", FAILED {len(done['failed'])}: {', '.join(done['failed'])} (see OUT/events.jsonl; the same "
+             "command resumes them)" if done["failed"] else ""))
     pending = len(runs) - sum(len(v) for v in finished_runs(args.out, cells, seeds).values())
     if pending:
         print(f"{pending} run(s) not finished yet (other shards or workers); when they are, `mamsf ablate --out "
               f"{args.out} --report-only` rebuilds the report")
-    return report(args.out, base, cells, seeds)
+    status = report(args.out, base, cells, seeds)
+    return 1 if done["failed"] else status
 
 
 def report(out_dir, base, cells, seeds):

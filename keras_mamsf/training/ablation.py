@@ -68,14 +68,16 @@ def log_event(out_dir, run_name, event, **fields):
 
 def run_ablation(base, cells, seeds, data_root, out_dir, shard=(1, 1), shards=None, index=None, verbose=0,
                  log=print, stale_after=900.0):
-    """Runs this worker's share of the grid; returns `{"trained": [...], "skipped": [...], "held": [...]}`
-    (run names: finished now, finished before, held by another live worker)."""
+    """Runs this worker's share of the grid; returns `{"trained", "skipped", "held", "failed"}` lists of run
+    names (finished now, finished before, held by another live worker, stopped by an error). A failed run
+    (a diverged loss, a full disk) does not stop the others; its folder keeps its backup, so the next
+    worker started on it resumes it."""
     from keras_mamsf.training.trainer import train
 
     check_cells(cells, base)
     runs = plan(cells, seeds)
     write_plan(out_dir, plan_record(base, cells, seeds, data_root))
-    done = {"trained": [], "skipped": [], "held": []}
+    done = {"trained": [], "skipped": [], "held": [], "failed": []}
     mine = shard_of(runs, shard)
     shard_text = f"{shard[0]}/{shard[1]}"
     for number, (cell, seed, name) in enumerate(mine, 1):
@@ -101,8 +103,15 @@ def run_ablation(base, cells, seeds, data_root, out_dir, shard=(1, 1), shards=No
             log_event(out_dir, name, "resume" if resuming else "start", shard=shard_text)
             log(f"[{number}/{len(mine)}] {name}: {'resuming' if resuming else 'training'} "
                 f"({', '.join(f'{k}={v}' for k, v in cell.changes.items())}, seed {seed})")
-            summary = train(config, data_root, run_dir, shards=shards, verbose=verbose, index=index,
-                            log=lambda message: None)
+            try:
+                summary = train(config, data_root, run_dir, shards=shards, verbose=verbose, index=index,
+                                log=lambda message: None)
+            except (RuntimeError, ValueError, OSError) as error:
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                log_event(out_dir, name, "fail", shard=shard_text, reason=reason)
+                done["failed"].append(name)
+                log(f"[{number}/{len(mine)}] {name}: FAILED: {reason}")
+                continue
             log_event(out_dir, name, "finish", shard=shard_text, macro_auc=summary["metrics"]["macro"]["auc"])
             done["trained"].append(name)
             log(f"[{number}/{len(mine)}] {name}: macro AUC {summary['metrics']['macro']['auc']:.4f}")

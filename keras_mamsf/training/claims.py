@@ -1,6 +1,7 @@
 """Atomic run claims, so that several workers can share one output folder and no run is done twice.
 
-A worker owns a run folder while it holds the newest claim file `claim.K` in it (K = 1, 2, ...).
+A worker owns a run folder while it holds the newest claim file `claim.K` in it (K = 1, 2, ...) and
+removes it when it is done with the run (finished or failed).
 Claiming is `open(O_CREAT | O_EXCL)` of the next K: of any number of workers (processes, Slurm
 array tasks, machines on one shared file system) exactly one creates a given file. A claim is
 stale when its owner is gone: on the same host, when its process no longer exists; elsewhere,
@@ -77,7 +78,13 @@ class Claim:
                 return
 
     def release(self):
+        """Stops the heartbeat and removes the claim file: the run is free again (a finished run is
+        recognised by its summary.json, not by a claim)."""
         self._stop.set()
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
 
     def __enter__(self):
         return self
