@@ -234,6 +234,21 @@ def test_report_numbers_equal_evaluate_and_compare(tmp_path, capsys):
         assert (out / name).is_file()
     markdown = (out / "ablation.md").read_text()
     assert "## Protocol" in markdown and "| optimizer | AdamW" in markdown
+    assert result["notes"] == []  # one decay only: nothing to warn about
+
+
+def test_the_report_warns_when_warmup_hides_the_decay_sweep(tmp_path):
+    from keras_mamsf.evaluation.ablation import decay_notes
+
+    cells = [Cell("none", {"anchor": "none"}), Cell("a", {"anchor": "branch", "anchor_decay": 0.99}),
+             Cell("b", {"anchor": "branch", "anchor_decay": 0.999})]
+    summaries = {"a": {0: {"split_sizes": {"train": 100}}}}
+    base = TrainConfig(epochs=3, batch_size=10)  # 30 updates
+    (note,) = decay_notes(base, cells, summaries)
+    assert "reaches 0.99 only after 999 updates; these runs made 30" in note
+    assert f"above {1 - 31 ** (-2 / 3):.4f} acted the same" in note
+    assert decay_notes(base.replace(anchor_warmup=False), cells, summaries) == []
+    assert decay_notes(base.replace(epochs=100, batch_size=1), cells, summaries) == []  # 10,000 updates
 
 
 def test_a_partial_ablation_reports_what_has_finished(tmp_path, capsys):

@@ -120,7 +120,7 @@ def report(out_dir, base, cells, seeds):
         return 0
     result = summarize_ablation(base, cells, seeds, runs, out_dir, seed=base.seed)
     paths = write_ablation(out_dir, result, base)
-    for line in summary_lines(result):
+    for line in summary_lines(result) + result["notes"]:
         print(line)
     print(f"report: {paths['html']} (and ablation.md, ablation.json)")
     return 0

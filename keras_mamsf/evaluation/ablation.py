@@ -123,10 +123,31 @@ def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
             }
         table[cell.name] = entry
     return {"cells": table, "baseline": baseline, "rare_classes": rare, "train_positives": train_positives,
+            "notes": decay_notes(base, cells, summaries),
             "comparison": {"n_boot": int(n_boot), "seed": int(seed), "what": "seed-mean scores of a cell minus "
                            "those of the none cell on the same test images; paired bootstrap CI and p (macro), "
                            "DeLong p per class, Holm-adjusted"},
             "protocol": protocol(base, seeds, summaries)}
+
+
+def decay_notes(base, cells, summaries):
+    """A warning when the warmup keeps every swept decay from binding: with warmup, m_t = min(m, 1 - (1 +
+    t / gamma)^-power) reaches m only after t = gamma * ((1 - m)^(-1 / power) - 1) updates, so a shorter run
+    cannot tell the decays apart (their cells then train identically)."""
+    finished = [s for by_seed in summaries.values() for s in by_seed.values() if s and s.get("split_sizes")]
+    configs = [cell.config(base) for cell in cells]
+    warm = [c for c in configs if c.anchor != "none" and c.anchor_warmup]
+    if not finished or len({c.anchor_decay for c in warm}) < 2:
+        return []
+    updates = base.epochs * math.ceil(finished[0]["split_sizes"]["train"] / base.batch_size)
+    lowest = min(c.anchor_decay for c in warm)
+    needed = (1.0 - lowest) ** (-1.0 / (2.0 / 3.0)) - 1.0  # build_model's default warmup gamma 1, power 2/3
+    if updates >= needed:
+        return []
+    return [f"Decay sweep caveat: with anchor_warmup the momentum is min(decay, 1 - (1 + t)^(-2/3)), which reaches "
+            f"{lowest} only after {needed:,.0f} updates; these runs made {updates:,}, so every decay above "
+            f"{1.0 - (1.0 + updates) ** (-2.0 / 3.0):.4f} acted the same. Train longer or set anchor_warmup = false "
+            "to compare decays."]
 
 
 def protocol(base, seeds, summaries):
@@ -183,6 +204,7 @@ def ablation_blocks(result, images):
                     f"Rare classes: the {len(rare)} with the fewest training positives. "
                     f"Comparison with `{result['baseline']}`: {result['comparison']['what']} "
                     f"({result['comparison']['n_boot']} resamples, seed {result['comparison']['seed']}).")]
+    blocks += [("p", note) for note in result.get("notes", [])]
     header = ["cell", "changes", "seeds", "macro AUC", "macro AP"] + [f"AUC {label}" for label in rare] + [
         "delta macro AUC vs none [95% CI]", "p"]
     rows = []
@@ -234,9 +256,17 @@ def _protocol_rows(record):
                 rows.append([f"hardware {k}", ", ".join(f"{a}: {b}" for a, b in hardware.items())])
                 rows.append([f"software {k}", ", ".join(f"{a} {b}" for a, b in software.items())])
             continue
-        text = ", ".join(f"{a}: {b}" for a, b in value.items()) if isinstance(value, dict) else str(value)
+        text = ", ".join(f"{a}: {_plain(b)}" for a, b in value.items()) if isinstance(value, dict) else _plain(value)
         rows.append([key, text])
     return rows
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return " / ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def ablation_images(result, base):
