@@ -2,7 +2,6 @@
 (the same code path as evaluate/compare), and the drift monitor's arithmetic."""
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -97,21 +96,16 @@ def test_shards_cover_every_run_exactly_once():
 
 
 # -- claims --------------------------------------------------------------------------------
-def _race(run_dir, results):
-    claim = try_claim(run_dir, heartbeat=0.05)
-    results.put(claim is not None)
+RACE = ("import sys, time; from keras_mamsf.training.claims import try_claim; "
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); print(try_claim(sys.argv[1]) is not None)")
 
 
 def test_exactly_one_of_many_racing_workers_gets_a_run(tmp_path):
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    workers = [context.Process(target=_race, args=(str(tmp_path / "run"), results)) for _ in range(6)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
-    # the winners' processes have exited, so their claims are stale now; but only one won the race
-    assert sorted(results.get(timeout=5) for _ in workers) == [False] * 5 + [True]
+    start = __import__("time").time() + 2.0  # all six wake up at the same moment
+    workers = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path / "run"), str(start)],
+                                stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    won = [worker.communicate(timeout=60)[0].strip() for worker in workers]
+    assert sorted(won) == ["False"] * 5 + ["True"]
 
 
 def test_a_dead_worker_s_claim_is_taken_over(tmp_path):
