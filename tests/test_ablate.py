@@ -289,3 +289,15 @@ def test_drift_measures_against_an_independent_computation():
     expected = (p[positive].mean() - p[~positive].mean()) ** 2 / (p[positive].var() + p[~positive].var())
     assert fisher_separation(features, positive) == pytest.approx(expected, rel=1e-12)
     assert np.isnan(fisher_separation(features, np.arange(40) < 1))
+
+
+def test_the_recipe_lists_every_config_key():
+    import tomllib
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "chestxray14.toml"
+    flat = {}
+    for key, value in tomllib.loads(path.read_text()).items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    assert sorted(flat) == sorted(TrainConfig.keys())
+    assert TrainConfig.from_file(path) == TrainConfig().replace(**flat)
