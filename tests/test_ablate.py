@@ -202,12 +202,14 @@ def test_report_numbers_equal_evaluate_and_compare(tmp_path, capsys):
         assert entry["macro_auc"]["std"] == pytest.approx(np.std(aucs, ddof=1), abs=1e-12)
         rarest = [m["per_class"]["Emphysema"]["auc"] for m in per_seed]
         assert entry["rare"]["Emphysema"]["mean"] == pytest.approx(np.mean(rarest), abs=1e-12)
-        # one seed's figure is what `mamsf evaluate --predictions` says
-        assert main(["evaluate", "--predictions", str(out / "runs" / cell / "seed1" / "predictions.npz"),
-                     "--out", str(tmp_path / f"eval_{cell}"), "--n-boot", "100"]) == 0
-        evaluated = json.loads((tmp_path / f"eval_{cell}" / "metrics.json").read_text())
-        assert evaluated["macro"]["auc"] == per_seed[1]["macro"]["auc"]
-        assert evaluated["macro"]["ap"] == per_seed[1]["macro"]["ap"]
+    # a seed's figures are what `mamsf evaluate --predictions` says of its predictions
+    assert main(["evaluate", "--predictions", str(out / "runs/branch/seed1/predictions.npz"), "--out",
+                 str(tmp_path / "eval"), "--n-boot", "100"]) == 0
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["macro"]["auc"] == result["cells"]["branch"]["per_seed"]["1"]["macro_auc"]
+    assert evaluated["macro"]["ap"] == result["cells"]["branch"]["per_seed"]["1"]["macro_ap"]
+    assert evaluated["per_class"]["Emphysema"]["auc"] == json.loads(
+        (out / "runs/branch/seed1/metrics.json").read_text())["per_class"]["Emphysema"]["auc"]
     capsys.readouterr()
     # the comparison is what `mamsf compare` prints for the cells' seed-mean predictions
     assert main(["compare", str(out / "cells/branch/predictions.npz"), str(out / "cells/none/predictions.npz"),
