@@ -10,8 +10,7 @@ the paired comparison with the `none` cell, the minority-class drift and the pro
 import argparse
 import os
 
-from keras_mamsf.evaluation.ablation import summarize_ablation, write_ablation
-from keras_mamsf.training.ablation import finished_runs, run_ablation
+from keras_mamsf.training.ablation import report_ablation, run_ablation
 from keras_mamsf.training.config import TrainConfig
 from keras_mamsf.training.grid import named_grid
 
@@ -28,8 +27,7 @@ def main(argv=None):
     cells = named_grid(args.grid, base)
     seeds = [base.seed + k for k in range(args.seeds)]
     run_ablation(base, cells, seeds, args.data, args.out)
-    result = summarize_ablation(base, cells, seeds, finished_runs(args.out, cells, seeds), args.out)
-    paths = write_ablation(args.out, result, base)
+    result, paths = report_ablation(args.out, base, cells, seeds)
     for name, entry in result["cells"].items():
         vs = entry["vs_none"]
         print(f"{name:<24} macro AUC {entry['macro_auc']['mean']:.4f}"

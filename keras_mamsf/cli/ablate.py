@@ -13,7 +13,6 @@ GRIDS_HELP = ("reviewer: modes + anchored part + decay sweep (8 cells); modes: n
 
 
 def add_parser(commands, name):
-    grids = GRIDS_HELP
     parser = commands.add_parser(
         name,
         help="train every cell x seed of an ablation grid (resumable, shardable) and report mean ± sd, the paired "
@@ -21,7 +20,7 @@ def add_parser(commands, name):
         description="Each cell-seed is a `mamsf train` run in OUT/runs/CELL/seedK with the same data, split, budget "
         "and seeds; finished runs are skipped, killed ones resume. Several workers (--shard I/N, a Slurm array, "
         "one process per GPU) may share OUT: run folders are claimed atomically. The report: OUT/ablation.md, "
-        f".html, .json. Named grids: {grids}.",
+        f".html, .json. Named grids: {GRIDS_HELP}.",
     )
     parser.add_argument("--data", metavar="ROOT", help="NIH-layout root (mamsf synth writes one)")
     parser.add_argument("--out", required=True, metavar="DIR", help="the ablation folder (shared by all workers)")
@@ -69,7 +68,7 @@ def base_and_cells(args):
 def run(args):
     from keras_mamsf.cli.main import CommandError
     from keras_mamsf.training.ablation import finished_runs, read_plan, run_ablation
-    from keras_mamsf.training.grid import parse_shard, plan
+    from keras_mamsf.training.grid import parse_shard, plan, shard_of
 
     if args.report_only:
         base, cells, seeds, _ = read_plan(args.out)
@@ -86,7 +85,7 @@ def run(args):
     runs = plan(cells, seeds)
     print(f"mamsf ablate: {len(cells)} cells x {len(seeds)} seeds = {len(runs)} runs "
           f"({', '.join(c.name for c in cells)}); shard {shard[0]}/{shard[1]} takes "
-          f"{len(runs[shard[0] - 1::shard[1]])}; {base.epochs} epochs at {base.image_size} px each; folder {args.out}",
+          f"{len(shard_of(runs, shard))}; {base.epochs} epochs at {base.image_size} px each; folder {args.out}",
           flush=True)
     from keras_mamsf.data import nih
 
@@ -111,15 +110,12 @@ def run(args):
 
 
 def report(out_dir, base, cells, seeds):
-    from keras_mamsf.evaluation.ablation import summarize_ablation, write_ablation
-    from keras_mamsf.training.ablation import finished_runs
+    from keras_mamsf.training.ablation import report_ablation
 
-    runs = finished_runs(out_dir, cells, seeds)
-    if not runs:
+    result, paths = report_ablation(out_dir, base, cells, seeds)
+    if result is None:
         print(f"no finished runs in {out_dir} yet; nothing to report")
         return 0
-    result = summarize_ablation(base, cells, seeds, runs, out_dir, seed=base.seed)
-    paths = write_ablation(out_dir, result, base)
     for line in summary_lines(result) + result["notes"]:
         print(line)
     print(f"report: {paths['html']} (and ablation.md, ablation.json)")

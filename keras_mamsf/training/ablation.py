@@ -141,3 +141,15 @@ def read_plan(out_dir):
     cells = [Cell(name, {key: tuple(v) if isinstance(v, list) else v for key, v in changes.items()})
              for name, changes in record["cells"].items()]
     return base, cells, record["seeds"], record["data"]
+
+
+def report_ablation(out_dir, base, cells, seeds):
+    """Builds and writes the report from the runs finished so far; `(result, paths)`, or `(None, None)`
+    when no run has finished."""
+    from keras_mamsf.evaluation.ablation import summarize_ablation, write_ablation
+
+    runs = finished_runs(out_dir, cells, seeds)
+    if not runs:
+        return None, None
+    result = summarize_ablation(base, cells, seeds, runs, out_dir, seed=base.seed)
+    return result, write_ablation(out_dir, result, base)

@@ -21,6 +21,7 @@ from the stored reference), and at the end into `drift.png`: the drift curves of
 class, minority classes first. For `anchor=None` the anchor values repeat the online ones.
 """
 
+import io
 import json
 import math
 import os
@@ -197,8 +198,6 @@ class DriftMonitor(keras.callbacks.Callback):
         from keras_mamsf.evaluation.report import write_bytes_atomic, write_json_atomic
 
         json_path, npz_path = self._paths()
-        import io
-
         buffer = io.BytesIO()
         epochs = sorted(self._centroids)
         np.savez(buffer, start=self._start, epochs=np.array(epochs, dtype="int64"),

@@ -22,11 +22,10 @@ every comparison is made against.
 """
 
 import dataclasses
-import difflib
 import os
 import re
 
-from keras_mamsf.training.config import ConfigError, TrainConfig
+from keras_mamsf.training.config import ConfigError, TrainConfig, _known
 
 BASELINE = "none"
 WHOLE_BACKBONE = ("stem_", "block", "top_")
@@ -123,12 +122,8 @@ def _read(path):
 def _apply(base, changes, where):
     if not isinstance(changes, dict):
         raise ConfigError(f"{where}: expected a table of config keys")
-    keys = TrainConfig.keys()
     for key in changes:
-        if key not in keys:
-            close = difflib.get_close_matches(str(key), keys, n=3, cutoff=0.5)
-            hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(keys)}"
-            raise ConfigError(f"{where}: unknown key {key!r}{hint}")
+        _known(str(key), where)  # the config's own check: an unknown key names the closest valid ones
     try:
         return base.replace(**changes)
     except ConfigError as error:
