@@ -31,7 +31,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import batch, tiny_model, values  # noqa: E402
+from conftest import batch, tiny_model, toy_model, values  # noqa: E402
 
 DECAY = 0.9
 _TRAINED = {}  # the "branch" model trained by check_ema, reused by check_save (one compile less)
@@ -126,6 +126,57 @@ def check_bfloat16(out_dir, steps=20):
     }
 
 
+def check_accumulate(out_dir):
+    """`gradient_accumulation_steps=2`: the anchor steps once per real update, in
+    `train_on_batch` and in `fit`."""
+    keras.utils.set_random_seed(0)
+    model = toy_model("branch", decay=0.5, warmup=False)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, gradient_accumulation_steps=2), loss="binary_crossentropy")
+    x, y = batch(n=8, seed=4, size=8)
+    anchor_steps = []
+    for _ in range(4):
+        model.train_on_batch(x[:4], y[:4])
+        anchor_steps.append(int(values([model.anchor_layers[0].step])[0]))
+    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)  # 4 micro-steps: 2 more updates
+    return {
+        "anchor_steps_per_batch": anchor_steps,
+        "anchor_step_after_fit": int(values([model.anchor_layers[0].step])[0]),
+        "optimizer_iterations_after_fit": int(values([model.optimizer.iterations])[0]),
+    }
+
+
+def check_float16_skip(out_dir):
+    """A float16 step that overflows (loss scale 2**60) changes neither weights nor anchor;
+    once the scale is sane the next step updates both."""
+    keras.utils.set_random_seed(0)
+    model = toy_model("branch", dtype_policy="mixed_float16", decay=0.5, warmup=False)
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05), initial_scale=2.0**60)
+    model.compile(optimizer=optimizer, loss="binary_crossentropy")
+    x, y = batch(n=4, seed=8, size=8)
+    trainable, anchors = model.trainable_variables, [a for _, a in model.anchor_pairs()]
+    before = values(trainable) + values(anchors)
+    model.train_on_batch(x, y)
+    after_skip = values(trainable) + values(anchors)
+    skipped = {
+        "iterations": int(values([model.optimizer.iterations])[0]),
+        "anchor_step": int(values([model.anchor_layers[0].step])[0]),
+        "scale": float(values([model.optimizer.dynamic_scale])[0]),
+        "changed_variables": sum(not np.array_equal(b, a) for b, a in zip(before, after_skip)),
+    }
+    model.optimizer.dynamic_scale.assign(2.0**10)
+    model.train_on_batch(x, y)
+    anchor_after = values(anchors)
+    return {
+        "skipped": skipped,
+        "iterations_after_real_step": int(values([model.optimizer.iterations])[0]),
+        "anchor_step_after_real_step": int(values([model.anchor_layers[0].step])[0]),
+        "anchors_changed_by_real_step": sum(
+            not np.array_equal(b, a) for b, a in zip(after_skip[len(trainable):], anchor_after)
+        ),
+        "variables": len(before),
+    }
+
+
 class _LossPerBatch(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -185,7 +236,14 @@ def _replica_values(variable):
     return [np.array(shard.data) for shard in variable.value.addressable_shards]
 
 
-CHECKS = {"ema": check_ema, "save": check_save, "bfloat16": check_bfloat16, "distribute": check_distribute}
+CHECKS = {
+    "ema": check_ema,
+    "save": check_save,
+    "bfloat16": check_bfloat16,
+    "accumulate": check_accumulate,
+    "float16_skip": check_float16_skip,
+    "distribute": check_distribute,
+}
 
 
 def main(out_dir, *names):

@@ -24,6 +24,25 @@ def tiny_model(anchor="branch", **kwargs):
     return mamsf.build_model(**options)
 
 
+def toy_model(anchor="branch", dtype_policy=None, **anchor_options):
+    """A small hand-built `MomentumAnchoredModel` (conv stem, anchored conv-BN block, head):
+    the anchor mechanics without EfficientNet's build and compile cost. Input (8, 8, 3)."""
+    policy = keras.dtype_policies.get(dtype_policy or keras.config.dtype_policy())
+    image = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Rescaling(1.0 / 255, name="rescaling", dtype=policy)(image)  # batch() draws 0..255 pixels
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem_conv", dtype=policy)(x)
+    block = keras.Sequential(
+        [keras.Input((8, 8, 4)), keras.layers.Conv2D(4, 3, padding="same", name="top_conv", dtype=policy),
+         keras.layers.BatchNormalization(name="top_bn", dtype=policy)],
+        name="final_block",
+    )
+    x = mamsf.MomentumAnchor(block, mode=anchor, name="momentum_anchor", dtype=policy, **anchor_options)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=policy)(x)
+    logits = keras.layers.Dense(CLASSES, name="logits", dtype="float32")(x)
+    probs = keras.layers.Activation("sigmoid", name="probs", dtype="float32")(logits)
+    return mamsf.MomentumAnchoredModel(image, probs, name=f"toy_{anchor}", dtype=policy)
+
+
 def batch(n=8, seed=0, size=IMAGE, classes=CLASSES, channels=3):
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 255, size=(n, size, size, channels)).astype("float32")
@@ -32,7 +51,9 @@ def batch(n=8, seed=0, size=IMAGE, classes=CLASSES, channels=3):
 
 
 def values(variables):
-    return [np.array(keras.ops.convert_to_numpy(v.value)) for v in variables]
+    """numpy copies of variables (or of computed values such as `optimizer.iterations` under
+    gradient accumulation)."""
+    return [np.array(keras.ops.convert_to_numpy(getattr(v, "value", v))) for v in variables]
 
 
 def copy_dropout_seeds(source, target):
@@ -66,8 +87,8 @@ def float32_policy():
 # single-threaded, so on 2 cores they largely overlap.
 BACKEND_CHECKS = {
     "tensorflow": ["ema", "distribute"],
-    "jax": ["ema", "save", "bfloat16", "distribute"],
-    "torch": ["ema", "save"],
+    "jax": ["ema", "save", "bfloat16", "accumulate", "float16_skip", "distribute"],
+    "torch": ["ema", "save", "accumulate", "float16_skip"],
 }
 WORKER_TIMEOUT_S = 1200
 _workers = {}

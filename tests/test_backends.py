@@ -49,6 +49,22 @@ def test_one_step_ema_equation_and_fit_advance_the_anchor(backend):
     assert result["inplace"]["inplace_online_minus_anchor"] == 0.0, backend
 
 
+@pytest.mark.parametrize("backend", backends_running("accumulate"))
+def test_gradient_accumulation_advances_the_anchor_once_per_real_update(backend):
+    result = worker_check(backend, "accumulate")
+    assert result["anchor_steps_per_batch"] == [0, 1, 1, 2], backend
+    # fit: 4 more micro-steps of batch 2 = 2 more updates.
+    assert result["anchor_step_after_fit"] == result["optimizer_iterations_after_fit"] == 4, backend
+
+
+@pytest.mark.parametrize("backend", backends_running("float16_skip"))
+def test_float16_step_skipped_by_the_loss_scaler_changes_neither_weights_nor_anchor(backend):
+    result = worker_check(backend, "float16_skip")
+    assert result["skipped"] == {"iterations": 0, "anchor_step": 0, "scale": 2.0**59, "changed_variables": 0}, backend
+    assert result["iterations_after_real_step"] == result["anchor_step_after_real_step"] == 1
+    assert result["anchors_changed_by_real_step"] == 6  # conv kernel + bias, BN gamma, beta, mean, variance
+
+
 def test_mixed_bfloat16_on_jax_stays_finite_for_20_steps():
     result = worker_check("jax", "bfloat16")
     assert result["policy"] == "mixed_bfloat16" and result["compute_dtype"] == "bfloat16"

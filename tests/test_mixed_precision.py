@@ -50,3 +50,39 @@ def test_bfloat16_training_stays_finite_for_20_steps(float32_policy):
     assert int(model.anchor_layers[0].step.numpy()) == 20
     assert np.isfinite(history.history["loss"]).all()
     assert all(np.isfinite(v).all() for v in values(model.weights))
+
+
+def test_inplace_skipped_step_leaves_the_online_block_as_the_step_left_it(float32_policy):
+    """A float16 step skipped by the loss scaler: "inplace" must not write the (unchanged)
+    anchor over the online block, which would undo the step's BatchNorm statistics."""
+    from conftest import toy_model
+
+    def skipping_compile(model):
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05), initial_scale=2.0**60)
+        model.compile(optimizer=optimizer, loss="binary_crossentropy", run_eagerly=True)
+
+    keras.utils.set_random_seed(2)
+    model = toy_model("inplace", dtype_policy="mixed_float16", decay=0.5, warmup=False)
+    reference = toy_model(None, dtype_policy="mixed_float16")  # the same step, no anchor
+    by_path = {v.path: v for v in model.weights}  # the toy's layers are all named
+    for weight in reference.weights:
+        weight.assign(by_path[weight.path].value)
+    for _, anchor in model.anchor_pairs():  # an anchor unlike the online block, so a write would show
+        anchor.assign(anchor.value + 0.5)
+    skipping_compile(model)
+    skipping_compile(reference)
+    x, y = batch(4, size=8)
+    block = model.anchor_layers[0].block
+    trainable_before = values(block.trainable_variables)
+    statistics_before = values(block.non_trainable_variables)
+
+    model.train_on_batch(x, y)
+    reference.train_on_batch(x, y)
+    assert int(model.optimizer.iterations.numpy()) == 0 and int(model.anchor_layers[0].step.numpy()) == 0
+    for before, after in zip(trainable_before, values(block.trainable_variables), strict=True):
+        np.testing.assert_array_equal(after, before)
+    statistics = values(block.non_trainable_variables)
+    assert all(not np.array_equal(b, a) for b, a in zip(statistics_before, statistics))  # the step moved them
+    reference_block = reference.anchor_layers[0].block
+    for ours, theirs in zip(statistics, values(reference_block.non_trainable_variables), strict=True):
+        np.testing.assert_array_equal(ours, theirs)

@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_mamsf.anchor.schedule import anchor_decay
+from keras_mamsf.utils.layers import leaf_layers
 
 ANCHOR_MODES = ("branch", "shadow", "inplace", None)
 
@@ -175,8 +176,15 @@ class MomentumAnchor(keras.layers.Layer):
             new_anchor = ops.where(did_update, blended, anchor.value)
             anchor.assign(new_anchor)
             if self.mode == "inplace":
-                online.assign(ops.cast(new_anchor, online.dtype))
+                # Only after a real update: otherwise this would undo the step's BatchNorm
+                # statistics, or put diverged online weights back.
+                online.assign(ops.where(did_update, ops.cast(new_anchor, online.dtype), online.value))
         self.step.assign(self.step.value + ops.cast(did_update, "int32"))
+
+    @property
+    def sublayers(self):
+        """The wrapped block (for `utils.layers.walk_layers`)."""
+        return [self.block]
 
     def anchor_pairs(self):
         """`[(online_variable, anchor_variable), ...]`; empty for mode None."""
@@ -193,7 +201,7 @@ class MomentumAnchor(keras.layers.Layer):
         return [layer.name for layer in self._anchored_layers()]
 
     def _anchored_layers(self):
-        layers = list(_leaf_layers(self.block))
+        layers = leaf_layers(self.block)
         return layers if self.anchored is None else [layer for layer in layers if layer.name.startswith(self.anchored)]
 
     def get_config(self):
@@ -228,13 +236,3 @@ def _copy_of(variable):
         return ops.cast(ops.copy(variable.value), dtype or "float32")
 
     return initializer
-
-
-def _leaf_layers(layer):
-    for sub in getattr(layer, "layers", []):
-        if isinstance(sub, keras.layers.InputLayer):
-            continue
-        if getattr(sub, "layers", None):
-            yield from _leaf_layers(sub)
-        else:
-            yield sub

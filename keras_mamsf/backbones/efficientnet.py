@@ -10,6 +10,8 @@ import re
 
 import keras
 
+from keras_mamsf.utils.keras_internals import efficientnet_builder
+
 
 def EfficientNetLite0(include_top=False, weights=None, input_shape=None):
     """EfficientNet-B0 made Edge-friendly, EfficientNet-Lite style: ReLU6 instead of swish and no
@@ -17,14 +19,12 @@ def EfficientNetLite0(include_top=False, weights=None, input_shape=None):
     (swish widens activation ranges; SE adds a MEAN + LOGISTIC + MUL per block). Same stages and
     layer names as B0 (`block7a_*`, `top_*`), so it splits and anchors the same way. Keras ships
     no ImageNet weights for it: train from scratch or load a local weights file."""
-    from keras.src.applications import efficientnet  # the builder behind EfficientNetB0..B7
-
     if weights == "imagenet":
         raise ValueError("keras.applications has no ImageNet weights for efficientnet_lite0")
-    blocks = [dict(block, se_ratio=0.0) for block in efficientnet.DEFAULT_BLOCKS_ARGS]
-    return efficientnet.EfficientNet(1.0, 1.0, 224, activation="relu6", blocks_args=blocks,
-                                     name="efficientnet_lite0", include_top=include_top, weights=weights,
-                                     input_shape=input_shape)
+    efficientnet, default_blocks = efficientnet_builder()
+    blocks = [dict(block, se_ratio=0.0) for block in default_blocks]
+    return efficientnet(1.0, 1.0, 224, activation="relu6", blocks_args=blocks, name="efficientnet_lite0",
+                        include_top=include_top, weights=weights, input_shape=input_shape)
 
 
 BACKBONES = {
@@ -110,10 +110,9 @@ def split_backbone(backbone, anchor_layers=None):
             f"its last stage is {last_stage_prefix(backbone)!r}"
         )
     first = selected[0]
-    inputs = first._inbound_nodes[0].input_tensors  # node 0: the call inside the backbone
-    if len(inputs) != 1:
+    cut = first.input  # backbone layers are called once, so this is the tensor inside the backbone
+    if not isinstance(cut, keras.KerasTensor):
         raise ValueError(f"layer {first.name} has several inputs; anchor_layers must start at a single-input layer")
-    cut = inputs[0]
     trunk = keras.Model(backbone.inputs, cut, name="trunk")
     try:
         block = keras.Model(cut, backbone.outputs[0], name="final_block")

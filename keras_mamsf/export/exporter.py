@@ -21,6 +21,7 @@ from keras_mamsf.export import edgetpu, litert, manifest, parity
 from keras_mamsf.export.inference import INPUT_NAME, inference_model, input_shape, serving_archive
 from keras_mamsf.export.runtime import load_runner
 from keras_mamsf.utils import atomic_directory, atomic_path
+from keras_mamsf.utils.layers import walk_layers
 
 FORMATS = ("savedmodel", "tflite", "onnx")
 ONNX_OPSET = 17
@@ -117,9 +118,11 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
 
 
 def _training_policy(model):
-    """The policy the model was built with: the first mixed layer policy, else float32 (the
-    functional model's own policy is always the global one at load time)."""
-    for layer in model._flatten_layers(include_self=False):
+    """The policy the model was built with: its own for a config-driven model; for a pre-0.2
+    file (whose functional model gets the global policy at load) the first mixed layer's."""
+    if getattr(model, "build_arguments", None) is not None:
+        return model.dtype_policy.name
+    for layer in walk_layers(model):
         name = getattr(layer.dtype_policy, "name", "float32")
         if name.startswith("mixed_"):
             return name

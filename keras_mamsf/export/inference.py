@@ -9,7 +9,8 @@ float32, computed with `training=False`.
 """
 
 import keras
-import numpy as np
+
+from keras_mamsf.models.io import copy_weights
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("probs", "logits")
@@ -31,18 +32,18 @@ def _float32_config(config):
 
 
 def float32_rebuild(model):
-    """A float32-policy copy of `model` with the same weights (a no-op copy for float32 models)."""
+    """A float32-policy copy of `model` with the same weights, matched by path.
+
+    A model from `build_model` is rebuilt from its build arguments (its config); a
+    hand-assembled or pre-0.2 functional model from its layer config.
+    """
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
     try:
         rebuilt = model.__class__.from_config(_float32_config(model.get_config()))
     finally:
         keras.config.set_dtype_policy(previous)
-    weights = model.get_weights()
-    targets = rebuilt.weights
-    if len(weights) != len(targets):
-        raise ValueError(f"{model.name}: the float32 rebuild has {len(targets)} weights, the model {len(weights)}")
-    rebuilt.set_weights([np.asarray(w, dtype=t.dtype) if "float" in str(t.dtype) else w for w, t in zip(weights, targets)])
+    copy_weights(model, rebuilt)
     return rebuilt
 
 

@@ -3,14 +3,14 @@
 import keras
 
 
-def _conv_bn_act(filters, kernel_size, activation, name):
+def _conv_bn_act(filters, kernel_size, activation, name, dtype):
     return keras.Sequential(
         [
-            keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv"),
-            keras.layers.BatchNormalization(name=f"{name}_bn"),
-            keras.layers.Activation(activation, name=f"{name}_act"),
+            keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False, name=f"{name}_conv", dtype=dtype),
+            keras.layers.BatchNormalization(name=f"{name}_bn", dtype=dtype),
+            keras.layers.Activation(activation, name=f"{name}_act", dtype=dtype),
         ],
-        name=name,
+        name=name,  # a container: keras.Sequential takes no dtype, its layers compute
     )
 
 
@@ -24,7 +24,21 @@ class MultiScaleFusion(keras.layers.Layer):
 
     Convolutions use "same" padding, so the spatial size is kept. Every op (Conv2D with
     BatchNorm folded, the activation, concatenation) converts to int8 TFLite builtins;
-    `activation="relu6"` is the Edge TPU-friendliest choice.
+    `activation="relu6"` is the Edge TPU-friendliest choice. Every sub-layer gets this
+    layer's dtype policy.
+
+    Args:
+        filters: channels of the reduced map and of the output.
+        kernel_sizes: odd kernel sizes of the parallel branches.
+        branch_filters: channels of each branch (default `filters`).
+        activation: activation after every BatchNorm.
+        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
+
+    Example:
+
+    >>> fusion = MultiScaleFusion(8, (1, 3), dtype="mixed_bfloat16")
+    >>> fusion(keras.ops.ones((1, 7, 7, 16))).shape
+    (1, 7, 7, 8)
     """
 
     def __init__(self, filters=256, kernel_sizes=(1, 3, 5), branch_filters=None, activation="swish", **kwargs):
@@ -38,9 +52,17 @@ class MultiScaleFusion(keras.layers.Layer):
         self.kernel_sizes = kernel_sizes
         self.branch_filters = int(branch_filters) if branch_filters else self.filters
         self.activation = activation
-        self.reduce = _conv_bn_act(self.filters, 1, activation, "reduce")
-        self.branches = [_conv_bn_act(self.branch_filters, k, activation, f"branch_{k}x{k}") for k in kernel_sizes]
-        self.fuse = _conv_bn_act(self.filters, 1, activation, "fuse")
+        policy = self.dtype_policy  # every sub-layer computes in this layer's policy
+        self.reduce = _conv_bn_act(self.filters, 1, activation, "reduce", policy)
+        self.branches = [
+            _conv_bn_act(self.branch_filters, k, activation, f"branch_{k}x{k}", policy) for k in kernel_sizes
+        ]
+        self.fuse = _conv_bn_act(self.filters, 1, activation, "fuse", policy)
+
+    @property
+    def sublayers(self):
+        """The conv-BN-activation stacks, in call order (for `utils.layers.walk_layers`)."""
+        return [self.reduce, *self.branches, self.fuse]
 
     def build(self, input_shape):
         self.reduce.build(input_shape)

@@ -41,9 +41,13 @@ def build_model(
     logits. `anchor_layers` (layer-name prefixes) anchors other layers than the final
     block: `("block6",)` an earlier stage (the anchor path is stage 6 with EMA weights,
     then stage 7 and top with their online weights), `("stem_", "block", "top_")` the
-    whole backbone. `dtype_policy` (e.g. "mixed_bfloat16") applies to this build only; without
-    it the global policy is used. Under "mixed_float16", `compile` wraps the optimizer
-    in a `LossScaleOptimizer`.
+    whole backbone. `dtype_policy` (e.g. "mixed_bfloat16") applies to this build only, to
+    every layer (logits and probabilities stay float32); without it the global policy is
+    used. Under "mixed_float16", `compile` wraps the optimizer in a `LossScaleOptimizer`.
+
+    The returned model keeps these arguments (`model.build_arguments`): its config, so a
+    saved model reloads by calling `build_model` again (`weights=None`, then the saved
+    weights), with the same dtype policy.
     """
     height, width, channels = (int(d) for d in input_shape)
     if channels not in (1, 3):
@@ -52,12 +56,28 @@ def build_model(
         raise ValueError(f"num_classes must be positive, got {num_classes!r}")
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    arguments = {
+        "backbone": backbone,
+        "input_shape": [height, width, channels],
+        "num_classes": int(num_classes),
+        "anchor": anchor,
+        "anchor_decay": float(anchor_decay),
+        "anchor_warmup": bool(anchor_warmup),
+        "anchor_layers": None if not anchor_layers else list(anchor_layers),
+        "fusion_filters": int(fusion_filters),
+        "fusion_kernels": [int(k) for k in fusion_kernels],
+        "dropout": float(dropout),
+        "anchor_warmup_gamma": float(anchor_warmup_gamma),
+        "anchor_warmup_power": float(anchor_warmup_power),
+        "fusion_activation": fusion_activation,
+    }
+    policy = keras.dtype_policies.get(dtype_policy) if dtype_policy is not None else keras.config.dtype_policy()
     previous_policy = keras.config.dtype_policy()
-    if dtype_policy is not None:
-        keras.config.set_dtype_policy(dtype_policy)
+    # keras.applications builds take no dtype: the global policy is theirs for this build only.
+    keras.config.set_dtype_policy(policy)
     try:
         image = keras.Input(shape=(height, width, channels), name="image")
-        x = GrayscaleToRGB(name="grayscale_to_rgb")(image) if channels == 1 else image
+        x = GrayscaleToRGB(name="grayscale_to_rgb", dtype=policy)(image) if channels == 1 else image
         trunk, block = split_backbone(load_backbone(backbone, (height, width, 3), weights), anchor_layers)
         x = trunk(x)
         x = MomentumAnchor(
@@ -69,13 +89,20 @@ def build_model(
             warmup_power=anchor_warmup_power,
             anchored=tuple(anchor_layers) if anchor_layers else None,
             name="momentum_anchor",
+            dtype=policy,
         )(x)
-        x = MultiScaleFusion(fusion_filters, fusion_kernels, activation=fusion_activation, name="fusion")(x)
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+        x = MultiScaleFusion(fusion_filters, fusion_kernels, activation=fusion_activation, name="fusion", dtype=policy)(x)
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=policy)(x)
+        x = keras.layers.Dropout(dropout, name="head_dropout", dtype=policy)(x)
         logits = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
         probs = keras.layers.Activation("sigmoid", dtype="float32", name="probs")(logits)
         suffix = "none" if anchor is None else anchor
-        return MomentumAnchoredModel(image, probs, name=name or f"mamsf_{str(backbone).lower()}_{suffix}")
+        return MomentumAnchoredModel(
+            image,
+            probs,
+            name=name or f"mamsf_{str(backbone).lower()}_{suffix}",
+            dtype=policy,
+            build_arguments=arguments,
+        )
     finally:
         keras.config.set_dtype_policy(previous_policy)

@@ -1,33 +1,64 @@
 """`MomentumAnchoredModel`: a functional `keras.Model` whose training step advances its anchors."""
 
 import keras
-from keras import ops
 
 from keras_mamsf.anchor.momentum_anchor import MomentumAnchor
+from keras_mamsf.models.anchor_step import anchored_step
+from keras_mamsf.utils.layers import walk_layers
+
 
 @keras.saving.register_keras_serializable(package="keras_mamsf")
 class MomentumAnchoredModel(keras.Model):
     """A functional model containing `MomentumAnchor` layers.
 
     `train_step` runs the backend's own step (`super().train_step`: loss scaling,
-    gradient, optimizer update) and then one anchor update per `MomentumAnchor` layer.
-    The update is gated on the optimizer having really stepped: its `iterations`
-    advanced. A float16 step skipped by `LossScaleOptimizer` does not advance it, and
-    with `gradient_accumulation_steps=k` it counts updates (micro-steps // k), so the
-    anchor's step counter counts real updates only.
+    gradient, optimizer update) and then one anchor update per `MomentumAnchor` layer,
+    gated on the optimizer having really stepped (see `models/anchor_step.py`): a float16
+    step skipped by `LossScaleOptimizer` and a gradient-accumulation micro-step leave the
+    anchor, its step counter and (for "inplace") the online block as they are.
 
-    All anchor settings live in the `MomentumAnchor` layers, so the model's config is a
-    plain functional config (hence the `*args, **kwargs` constructor, which Keras needs
-    to revive a functional subclass from a `.keras` file).
+    The model is its build arguments, as in keras-hub: a model from `build_model` has
+    `build_arguments`, `get_config()` returns them with the dtype policy, and
+    `from_config` rebuilds through `build_model(weights=None)` under that policy, so a
+    reloaded model has the saved policy in every sub-layer and `compile` wraps a
+    float16 model's optimizer in a `LossScaleOptimizer`. A model assembled by hand
+    (`MomentumAnchoredModel(inputs, outputs)`), and `.keras` files written before
+    0.2, keep the plain functional config (hence the `*args, **kwargs` constructor,
+    which Keras needs to revive a functional subclass).
     """
 
-    def __init__(self, *args, **kwargs):  # exactly this signature: Keras revives it as functional
+    def __init__(self, *args, build_arguments=None, **kwargs):  # *args/**kwargs: revivable as functional
         super().__init__(*args, **kwargs)
+        self.build_arguments = None if build_arguments is None else dict(build_arguments)
+
+    # -- config --------------------------------------------------------------------
+    def get_config(self):
+        if self.build_arguments is None:
+            return super().get_config()
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "build_arguments": dict(self.build_arguments),
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        if "build_arguments" not in config:
+            return super().from_config(config, custom_objects=custom_objects)
+        from keras_mamsf.models.builder import build_model
+
+        policy = keras.dtype_policies.deserialize(config["dtype"]) if config.get("dtype") else None
+        model = build_model(
+            **config["build_arguments"], weights=None, dtype_policy=policy, name=config.get("name")
+        )
+        model.trainable = config.get("trainable", True)
+        return model
 
     # -- introspection -------------------------------------------------------------
     @property
     def anchor_layers(self):
-        return [layer for layer in self._flatten_layers(include_self=False) if isinstance(layer, MomentumAnchor)]
+        return [layer for layer in walk_layers(self) if isinstance(layer, MomentumAnchor)]
 
     @property
     def anchor_mode(self):
@@ -71,65 +102,9 @@ class MomentumAnchoredModel(keras.Model):
 
     # -- training ------------------------------------------------------------------
     def train_step(self, *args):
-        """The backend's own step, then one anchor update per `MomentumAnchor` layer.
-
-        TensorFlow and PyTorch: `train_step(data) -> logs`, the variables change in
-        place (on PyTorch the update runs under `torch.no_grad()`). JAX:
-        `train_step(state, data) -> (logs, state)` is stateless, so the update runs
-        inside a `keras.StatelessScope` over the returned state and its results go back
-        through that state (a plain `assign` would hit the variables that `fit` purges).
-        The same `MomentumAnchor.update_anchor` code runs on all three.
-        """
-        backend = keras.backend.backend()
-        if backend == "jax":
-            return self._jax_train_step(*args)
-        if backend not in ("tensorflow", "torch"):
-            raise NotImplementedError(
-                f"MomentumAnchoredModel cannot train on the {backend!r} backend; "
-                "set KERAS_BACKEND to tensorflow, jax or torch"
-            )
-        (data,) = args
-        iterations_before = ops.copy(self.optimizer.iterations)
-        logs = super().train_step(data)
-        if backend == "torch":
-            import torch
-
-            with torch.no_grad():
-                self._update_anchors(iterations_before)
-        else:
-            self._update_anchors(iterations_before)
-        return logs
-
-    def _jax_train_step(self, state, data):
-        optimizer_variables = self.optimizer.variables
-        iterations_index = _index_of(self.optimizer.iterations, optimizer_variables)
-        iterations_before = state[2][iterations_index]
-        logs, state = super().train_step(state, data)
-        trainable, non_trainable, optimizer_values, metrics = state
-        mapping = (
-            list(zip(self.trainable_variables, trainable))
-            + list(zip(self.non_trainable_variables, non_trainable))
-            + list(zip(optimizer_variables, optimizer_values))
-        )
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            self._update_anchors(iterations_before)
-        # "inplace" also writes online weights (trainable ones and BN statistics).
-        trainable = [scope.get_current_value(v) for v in self.trainable_variables]
-        non_trainable = [scope.get_current_value(v) for v in self.non_trainable_variables]
-        return logs, (trainable, non_trainable, optimizer_values, metrics)
-
-    def _update_anchors(self, iterations_before):
-        iterations = ops.convert_to_tensor(self.optimizer.iterations)
-        did_update = ops.greater(iterations, iterations_before)
-        for layer in self.anchor_layers:
-            layer.update_anchor(did_update)
-
-
-def _index_of(variable, variables):
-    for index, candidate in enumerate(variables):
-        if candidate is variable:
-            return index
-    raise ValueError(f"{variable.path} is not among the optimizer's variables")
+        """The backend's own step, then one anchor update per `MomentumAnchor` layer
+        (`anchor_step.anchored_step`: the same update on TensorFlow, JAX and PyTorch)."""
+        return anchored_step(self, super().train_step, *args)
 
 
 class _AnchorFeatures(keras.layers.Layer):

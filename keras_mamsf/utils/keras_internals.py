@@ -1,0 +1,51 @@
+"""Every private Keras API keras-mamsf uses, in one place.
+
+Keras does not promise these across minor releases, which is why `setup.cfg` pins
+`keras<KERAS_BELOW`. `tests/test_keras_internals.py` exercises each one and fails with
+the installed Keras version in its message if a release moves or changes it; move the
+upper bound only after that test passes on the new release.
+"""
+
+import keras
+
+KERAS_BELOW = "3.16"  # the first minor release these have not been checked against
+
+
+def efficientnet_builder():
+    """`(EfficientNet, DEFAULT_BLOCKS_ARGS)`: the builder behind `keras.applications.EfficientNetB0..B7`.
+
+    Needed for EfficientNet-Lite0 (B0's stages without squeeze-and-excitation, ReLU6);
+    `keras.applications` exports only the fixed variants.
+    """
+    from keras.src.applications import efficientnet
+
+    return efficientnet.EfficientNet, efficientnet.DEFAULT_BLOCKS_ARGS
+
+
+def jax_state_mapping(model, state):
+    """`[(variable, value)]` for the JAX trainer's `state` = (trainable, non-trainable,
+    optimizer, metrics) values, in the order of `model.trainable_variables`,
+    `model.non_trainable_variables`, `model.optimizer.variables`, `model.metrics_variables`."""
+    trainable, non_trainable, optimizer_values, metrics_values = state
+    return (
+        list(zip(model.trainable_variables, trainable))
+        + list(zip(model.non_trainable_variables, non_trainable))
+        + list(zip(model.optimizer.variables, optimizer_values))
+        + list(zip(model.metrics_variables, metrics_values))
+    )
+
+
+def jax_state_from_scope(model, scope, state):
+    """`state` with the model's (trainable and non-trainable) variables read from a
+    `keras.StatelessScope` that may have assigned them; optimizer and metrics unchanged."""
+    _, _, optimizer_values, metrics_values = state
+    return (
+        [scope.get_current_value(v) for v in model.trainable_variables],
+        [scope.get_current_value(v) for v in model.non_trainable_variables],
+        optimizer_values,
+        metrics_values,
+    )
+
+
+def keras_version():
+    return keras.__version__
