@@ -8,4 +8,4 @@ import sys
 from keras_mamsf.cli.main import main
 
 if __name__ == "__main__":
-    sys.exit(main(["export", "--format", "tflite", *sys.argv[1:]]))
+    sys.exit(main(["export", "--format", "tflite", *sys.argv[1:]], prog="export/to_tflite.py"))

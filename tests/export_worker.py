@@ -14,6 +14,8 @@ rest of the suite. This file only produces; the tests hold the assertions. It pr
   through `export_model` as float32 TFLite (must pass) and float16 TFLite under a gate
   that cannot hold (must be reported failed, with its figures). Between them, every TFLite
   variant is converted and run once.
+- `mode_{shadow,inplace,None}/`: the other anchor modes exported to SavedModel, float32 TFLite and
+  ONNX (untrained mixed_bfloat16 builds with an anchor unlike the online weights).
 - `eval_keras/`: `mamsf evaluate` of `model.keras` on the root's test split, thresholds from val;
   `eval_int8/`: of `out/model_int8.tflite` on the same split, with the Keras run's predictions as
   `--baseline` (its AUC change).
@@ -67,6 +69,21 @@ def produce(out_dir):
                           quantize=["float32", "float16"], parity_data=root, parity_images=16,
                           gates={"exact": {"max_dp": 1e-4}, "quantized": impossible})
 
+    # The other three anchor modes (branch is `out/`): untrained mixed_bfloat16 builds whose anchor
+    # differs from the online weights, to SavedModel, float32 TFLite and ONNX under the exact gate.
+    modes = {}
+    for mode in ("shadow", "inplace", None):
+        keras.utils.set_random_seed(1)
+        model = mamsf.build_model(input_shape=(SIZE, SIZE, 1), anchor=mode, fusion_filters=8, dropout=0.0,
+                                  dtype_policy="mixed_bfloat16")
+        for _, anchor in model.anchor_pairs():
+            anchor.assign(anchor.value * 0.8 + 0.01)
+        path = mamsf.save_model(model, os.path.join(out_dir, f"mode_{mode}.keras"))
+        mode_out = os.path.join(out_dir, f"mode_{mode}")
+        mode_report = export_model(path, mode_out, formats=["savedmodel", "tflite", "onnx"], quantize=["float32"],
+                                   parity_data=root, parity_images=8, gates={"exact": {"max_dp": 1e-4}})
+        modes[str(mode)] = {"model": path, "out": mode_out, "ok": mode_report["ok"]}
+
     evaluations = {}
     for name, model_file, extra in (("eval_keras", model_path, ["--thresholds-from", "val"]),
                                     ("eval_int8", os.path.join(out, "model_int8.tflite"),
@@ -75,7 +92,7 @@ def produce(out_dir):
                                   "--n-boot", "200", "--out", os.path.join(out_dir, name), *extra])
     return {"root": root, "model": model_path, "out": out, "code": code, "mixed": mixed_path,
             "mixed_out": os.path.join(out_dir, "mixed_out"), "mixed_ok": report["ok"],
-            "mixed_failed": report["failed"], "evaluations": evaluations,
+            "mixed_failed": report["failed"], "evaluations": evaluations, "modes": modes,
             **{name: os.path.join(out_dir, name) for name in evaluations}}
 
 

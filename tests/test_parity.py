@@ -36,7 +36,9 @@ def test_gates_name_what_failed():
     shuffled[:, 1] = np.random.default_rng(2).random(len(reference))  # class b loses its ranking
     figures = compare(reference, shuffled, labels, NAMES, [0.5] * 3)
     ok, reasons = check_gate(figures, GATES["quantized"])
-    assert not ok and any(r.startswith("b AUC drop") for r in reasons) and reasons[0].startswith("max |dp|")
+    drop = figures["class_auc_drop"]["b"]
+    assert not ok and reasons[0].startswith("max |dp|")
+    assert f"b AUC change {-drop:+.4f} (allowed: down to -0.02)" in reasons and drop > 0.02
     # int8: the better of the probs and the host-sigmoid logits paths is used and named.
     logits = np.log(reference / (1 - reference + 1e-12) + 1e-12)
     entry = artifact_parity("int8", reference, {"probs": shuffled, "logits": logits}, labels, NAMES, [0.5] * 3)

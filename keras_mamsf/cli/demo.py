@@ -126,7 +126,8 @@ def _export(run, root, out_dir, seed, say):
     for name, entry in report["artifacts"].items():
         parity = entry.get("parity") or {}
         figures = (parity.get("paths") or {}).get(parity.get("use_output"), {})
-        exports[name] = {"path": os.path.join(out_dir, name), "status": entry["status"],
+        kept = entry.get("file")  # a failed artifact is kept as NAME.FAILED.EXT
+        exports[name] = {"path": os.path.join(out_dir, kept) if kept else None, "status": entry["status"],
                          "parity": parity.get("status"), "max_dp": figures.get("max_dp"),
                          "macro_auc_change": None if figures.get("macro_auc_drop") is None else -figures["macro_auc_drop"],
                          "size_bytes": entry.get("size_bytes")}

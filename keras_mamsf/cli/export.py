@@ -1,5 +1,6 @@
 """`mamsf export`: a trained `.keras` file -> SavedModel / TFLite / ONNX, verified, with a manifest."""
 
+import argparse
 import json
 import sys
 
@@ -46,6 +47,9 @@ def add_arguments(parser, formats=True):
     parser.add_argument("--max-class-auc-drop", type=float, default=GATES["quantized"]["max_class_auc_drop"],
                         help="gate for quantized TFLite: any one class's AUC drop (default: %(default)g)")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity checks")
+    parser.add_argument("--keep-failed", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep an artifact that fails its gate, renamed NAME.FAILED.EXT (model_int8.FAILED.tflite) "
+                        "so it cannot be shipped by mistake; --no-keep-failed deletes it (default: keep)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
@@ -69,16 +73,18 @@ def run(args, formats=None):
         quantize=None if args.quantize is None else parse_variants(args.quantize),
         calibration_data=args.calibration_data, parity_data=args.parity_data, verify=not args.no_verify,
         io_type=args.io_type, thresholds_path=args.thresholds, calibration_images=args.calibration_images,
-        parity_images=args.parity_images, seed=args.seed, gates=gates,
+        parity_images=args.parity_images, seed=args.seed, gates=gates, keep_failed=args.keep_failed,
         log=None if args.json else (lambda message: print(message, file=sys.stderr)),
     )
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         for name, entry in report["artifacts"].items():
-            print(f"{entry['status']:>6}  {args.out.rstrip('/')}/{name}")
+            print(f"{entry['status']:>6}  {args.out.rstrip('/')}/{entry.get('file') or name}"
+                  + ("" if entry.get("file") or entry["status"] == "ok" else " (not kept)"))
         print(f"manifest: {args.out.rstrip('/')}/manifest.json")
     if report["failed"]:
-        print(f"mamsf export: error: failed: {', '.join(report['failed'])} (figures in the manifest)", file=sys.stderr)
+        print(f"{args.error_prefix} failed: {', '.join(report['failed'])} (figures in the manifest; "
+              f"{'kept as *.FAILED.*' if args.keep_failed else 'not kept: --no-keep-failed'})", file=sys.stderr)
         return 1
     return 0

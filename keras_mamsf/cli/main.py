@@ -29,9 +29,11 @@ def build_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv=None, prog=None):
+    """Run one command; `prog` names the caller in error lines (the export/to_*.py scripts)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.error_prefix = f"{prog}: error:" if prog else f"mamsf {args.command}: error:"
     if argv is None and not args.verbose:  # the console command; in-process callers keep their stderr
         from keras_mamsf.cli.quiet import filter_native_logs
 
@@ -40,7 +42,7 @@ def main(argv=None):
         return args.run(args) or 0
     except (CommandError, ValueError, FileNotFoundError, OSError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"mamsf {args.command}: error: {message}", file=sys.stderr)
+        print(f"{args.error_prefix} {message}", file=sys.stderr)
         return 1
 
 

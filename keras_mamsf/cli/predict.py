@@ -21,22 +21,30 @@ def add_parser(commands, name):
                         help="also write Grad-CAM heatmaps over each image for LABEL (or every class) as PNGs "
                         "(a .keras model only)")
     parser.add_argument("--out", metavar="DIR", default=None, help="where --gradcam writes its PNGs")
+    parser.add_argument("--dicom-window", default="auto", choices=["auto", "file", "minmax"],
+                        help="DICOM contrast: auto = histogram-equalized to ChestX-ray14's appearance (default), "
+                        "file = the file's own VOI LUT / window, minmax = a linear stretch of its values")
+    parser.add_argument("--force", action="store_true",
+                        help="read DICOM files that are refused by default: multi-frame (first frame), colour "
+                        "(channel mean), or not a chest by BodyPartExamined / ViewPosition")
     parser.set_defaults(run=run)
     return parser
 
 
-def predict_files(model_path, paths, threads=None):
+def predict_files(model_path, paths, threads=None, dicom_window="auto", force=False):
     """`[{"image", "probs": {label: p}, "findings": [...]}, ...]` and the thresholds used."""
     import numpy as np
 
-    from keras_mamsf.data.images import load_image
+    from keras_mamsf.data.images import check_image_file, load_image
     from keras_mamsf.export.manifest import model_card
     from keras_mamsf.export.runtime import load_runner, scores_from_outputs, square_input
 
+    for path in paths:  # before loading the model: a wrong path or an oversized image fails at once
+        check_image_file(path, force)
     labels, thresholds, use = model_card(model_path)
     runner = load_runner(model_path, num_threads=threads)
     size, channels = square_input(runner, model_path)
-    images = np.stack([load_image(path, size, channels) for path in paths])  # errors name the file
+    images = np.stack([load_image(path, size, channels, dicom_window, force) for path in paths])  # errors name the file
     outputs = runner.predict(images)
     probs = scores_from_outputs(outputs, use)
     if probs.shape[1] != len(labels):
@@ -49,7 +57,7 @@ def predict_files(model_path, paths, threads=None):
     return results, thresholds, use
 
 
-def write_gradcams(model_path, paths, label, out_dir):
+def write_gradcams(model_path, paths, label, out_dir, dicom_window="auto", force=False):
     """Grad-CAM overlays `OUT/<image>_<label>.png` for `label` ("all": every class); returns the paths."""
     from keras_mamsf.data.images import load_image
     from keras_mamsf.explain.grad_cam import class_index, grad_cam, overlay, write_png
@@ -67,7 +75,7 @@ def write_gradcams(model_path, paths, label, out_dir):
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for path in paths:
-        image = load_image(path, height, channels)
+        image = load_image(path, height, channels, dicom_window, force)
         stem = os.path.splitext(os.path.basename(path))[0]
         for name in chosen:
             heatmap = grad_cam(model, image, name, labels)
@@ -76,11 +84,18 @@ def write_gradcams(model_path, paths, label, out_dir):
 
 
 def run(args):
+    import sys
+
+    from keras_mamsf.export.manifest import parity_warning
+
     if args.gradcam and not args.out:
         raise ValueError("--gradcam writes PNGs: add --out DIR")
-    results, thresholds, use = predict_files(args.model, args.images, args.threads)
+    warning = parity_warning(args.model)
+    if warning:
+        print(warning, file=sys.stderr)
+    results, thresholds, use = predict_files(args.model, args.images, args.threads, args.dicom_window, args.force)
     if args.gradcam:
-        written = write_gradcams(args.model, args.images, args.gradcam, args.out)
+        written = write_gradcams(args.model, args.images, args.gradcam, args.out, args.dicom_window, args.force)
         if not args.json:
             print(f"Grad-CAM ({args.gradcam}): {len(written)} PNG(s) in {args.out}")
     if args.json:

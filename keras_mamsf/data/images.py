@@ -2,22 +2,102 @@
 
     image = load_image("study.dcm", size=224, channels=3)   # float32 (224, 224, 3), 0..255
 
-PNG and JPEG are decoded to 8-bit grayscale (16-bit PNGs scaled to 8 bits). DICOM goes through
-pydicom: the modality LUT (rescale slope / intercept), then the VOI LUT or window from the
-file, then the result is stretched to 0..255 and MONOCHROME1 images are inverted, so bone is
-bright as in ChestX-ray14. Every source then takes the training pipeline's area resize.
+PNG and JPEG are decoded to 8-bit grayscale (16-bit PNGs scaled to 8 bits). DICOM files (any
+transfer syntax a CR/DX system writes) are mapped to ChestX-ray14's appearance by
+`keras_mamsf.data.dicom`. Every source then takes the training pipeline's area resize. Images
+declaring more than `MAX_IMAGE_PIXELS` pixels are refused from their header.
 """
 
 import os
+import struct
 
 import numpy as np
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
+# Decompression bombs: a few hundred KB of PNG can declare 20000 x 20000 pixels (6 GB of
+# memory to decode). Like Pillow's `Image.MAX_IMAGE_PIXELS` (whose default this is), images
+# declaring more pixels are refused from their header, before any decoding. Set it (or the
+# environment variable MAMSF_MAX_IMAGE_PIXELS) higher for larger detectors; None disables it.
+MAX_IMAGE_PIXELS = int(os.environ.get("MAMSF_MAX_IMAGE_PIXELS", 89_478_485)) or None
+
 
 class ImageError(ValueError):
     """An image file that cannot be read; one line naming the file and what to do."""
+
+
+def declared_size(path):
+    """`(width, height, frames)` from the file's header without decoding it, or None when the
+    header does not say (the decoder then reports the problem). PNG (IHDR), JPEG (SOF
+    marker) and DICOM (Rows, Columns, NumberOfFrames)."""
+    path = os.fspath(path)
+    with open(path, "rb") as handle:
+        head = handle.read(33)
+        if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", head[16:24])
+            return width, height, 1
+        if head[:2] == b"\xff\xd8":
+            handle.seek(2)
+            return _jpeg_size(handle)
+    if is_dicom(path):
+        import pydicom
+
+        try:
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - the full read names the problem
+            return None
+        if "Rows" not in dataset or "Columns" not in dataset:
+            return None
+        return int(dataset.Columns), int(dataset.Rows), int(dataset.get("NumberOfFrames", 1) or 1)
+    return None
+
+
+_JPEG_FRAME_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(handle):
+    while True:
+        byte = handle.read(1)
+        while byte == b"\xff":  # fill bytes before a marker
+            byte = handle.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            continue
+        length_bytes = handle.read(2)
+        if len(length_bytes) < 2:
+            return None
+        length = struct.unpack(">H", length_bytes)[0]
+        if marker in _JPEG_FRAME_MARKERS:
+            frame = handle.read(5)
+            if len(frame) < 5:
+                return None
+            height, width = struct.unpack(">HH", frame[1:5])
+            return width, height, 1
+        handle.seek(length - 2, os.SEEK_CUR)
+        if handle.read(1) != b"\xff":
+            return None
+
+
+def check_pixel_limit(path, limit=None):
+    """Raise `ImageError` when `path` declares more than `limit` pixels (default
+    `MAX_IMAGE_PIXELS`), before anything decodes it."""
+    limit = MAX_IMAGE_PIXELS if limit is None else limit
+    if not limit:
+        return
+    size = declared_size(path)
+    if size is None:
+        return
+    width, height, frames = size
+    pixels = width * height * frames
+    if pixels > limit:
+        frames_text = f" x {frames} frames" if frames > 1 else ""
+        raise ImageError(
+            f"{os.fspath(path)}: declares {width} x {height}{frames_text} = {pixels:,} pixels, above the limit of "
+            f"{limit:,} (a decompression bomb, or a scan that needs MAMSF_MAX_IMAGE_PIXELS raised); not decoded"
+        )
 
 
 def is_dicom(path):
@@ -30,13 +110,30 @@ def is_dicom(path):
         return False
 
 
-def read_grayscale(path):
-    """`path` -> float32 (H, W, 1) grayscale in 0..255, before resizing."""
+def check_image_file(path, force=False):
+    """The checks before any decoding: an existing file (not a folder) within the pixel limit;
+    for DICOM, unless `force`, one grayscale chest radiograph by its header."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ImageError(f"{path}: is a folder, not an image; pass the image files (e.g. {os.path.join(path, '*.png')})")
     if not os.path.isfile(path):
         raise ImageError(f"{path}: no such image file")
+    check_pixel_limit(path)
+    if not force and is_dicom(path):
+        from keras_mamsf.data.dicom import check_dicom_header
+
+        check_dicom_header(path)
+    return path
+
+
+def read_grayscale(path, dicom_window="auto", force=False):
+    """`path` -> float32 (H, W, 1) grayscale in 0..255, before resizing. DICOM: see
+    `keras_mamsf.data.dicom.read_dicom` (`dicom_window`, `force`)."""
+    path = check_image_file(path, force)
     if is_dicom(path):
-        return _read_dicom(path)
+        from keras_mamsf.data.dicom import read_dicom
+
+        return read_dicom(path, window=dicom_window, force=force)
     if not path.lower().endswith(IMAGE_SUFFIXES):
         raise ImageError(f"{path}: not a PNG, JPEG or DICOM file; convert it to one of those")
     import tensorflow as tf
@@ -50,48 +147,9 @@ def read_grayscale(path):
     return tf.cast(image, tf.float32).numpy()
 
 
-def _read_dicom(path):
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    try:
-        dataset = pydicom.dcmread(path)
-        pixels = dataset.pixel_array
-    except Exception as error:  # pydicom raises many types (InvalidDicomError, missing handlers, ...)
-        raise ImageError(f"{path}: cannot read the DICOM pixels ({str(error).splitlines()[0][:160]})") from None
-    if pixels.ndim != 2:
-        raise ImageError(f"{path}: expected one grayscale frame, got pixel array of shape {pixels.shape}")
-    values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype("float64")
-    low, high = _display_range(dataset, values)
-    scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
-    if str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
-        scaled = 255.0 - scaled  # MONOCHROME1: low values are bright
-    return np.round(scaled).astype("float32")[..., None]
-
-
-def _display_range(dataset, values):
-    """The range the VOI transform maps into (as pydicom computes it), so that the file's own
-    window decides the contrast; without a VOI LUT or window, the image's own min..max."""
-    if "VOILUTSequence" in dataset:
-        bits = int(dataset.VOILUTSequence[0].LUTDescriptor[2])
-        return 0.0, float(2**bits - 1)
-    if "WindowCenter" in dataset and "WindowWidth" in dataset:
-        if "ModalityLUTSequence" in dataset:
-            low, high = 0.0, float(2 ** int(dataset.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
-        elif int(dataset.get("PixelRepresentation", 0)) == 0:
-            low, high = 0.0, float(2 ** int(dataset.BitsStored) - 1)
-        else:
-            low, high = -float(2 ** (int(dataset.BitsStored) - 1)), float(2 ** (int(dataset.BitsStored) - 1) - 1)
-        slope, intercept = dataset.get("RescaleSlope"), dataset.get("RescaleIntercept")
-        if slope is not None and intercept is not None and "ModalityLUTSequence" not in dataset:
-            low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
-        return low, high
-    return float(values.min()), float(values.max())
-
-
-def load_image(path, size, channels=3):
+def load_image(path, size, channels=3, dicom_window="auto", force=False):
     """`path` -> float32 (size, size, channels) 0..255, resized exactly as in training."""
     from keras_mamsf.data.pipeline import area_resize
 
-    image = area_resize(read_grayscale(path), size).numpy()
+    image = area_resize(read_grayscale(path, dicom_window, force), size).numpy()
     return np.repeat(image, 3, axis=-1) if channels == 3 else image

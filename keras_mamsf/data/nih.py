@@ -3,10 +3,12 @@
     index = read_nih(root, on_bad_image="error")   # -> NihIndex
     index.records        # [Record(image, path, labels(14,), patient, follow_up, view, age, sex), ...]
     index.lists          # {"train_val": [...names], "test": [...]} where the list files exist
-    index.skipped        # {"missing image": n, "not a PNG": n}: what --on-bad-image=skip left out
+    index.skipped        # {"missing image": n, "not a PNG": n, "above the pixel limit": n}: what
+                         # --on-bad-image=skip left out
 
 Every bad input is a one-line `DataError` naming the file (and line) and what to do. With
-`on_bad_image="skip"`, images that are missing or not PNG files are left out and counted in
+`on_bad_image="skip"`, images that are missing, not PNG files, or declare more pixels than
+`keras_mamsf.data.images.MAX_IMAGE_PIXELS` (decompression bombs) are left out and counted in
 `skipped`; nothing else is ever dropped. A name that would resolve outside the data root
 (`../`, an absolute path, a link out of the root) is always an error.
 """
@@ -206,6 +208,17 @@ def is_png(path):
     )
 
 
+def too_many_pixels(path):
+    """What is wrong when the image declares more pixels than `images.MAX_IMAGE_PIXELS`, else None."""
+    from keras_mamsf.data.images import ImageError, check_pixel_limit
+
+    try:
+        check_pixel_limit(path)
+    except ImageError as error:
+        return str(error).split(": ", 1)[1].split(" (a decompression")[0]
+    return None
+
+
 def is_decodable_png(path):
     """Whether TensorFlow decodes the whole file (slow: a full decode)."""
     import tensorflow as tf
@@ -240,11 +253,16 @@ def read_nih(root, on_bad_image="error", verify="header"):
             reason = "missing image"
         else:
             check_inside(root, path)
-            if not is_png(path) or (verify == "decode" and not is_decodable_png(path)):
+            if not is_png(path):
+                reason = "not a PNG"
+            elif too_many_pixels(path):  # before a decode: a bomb would take gigabytes
+                reason = "above the pixel limit"
+            elif verify == "decode" and not is_decodable_png(path):
                 reason = "not a PNG"
         if reason is not None:
             if on_bad_image == "error":
-                where = "not found under images/ or images_*/images/" if reason == "missing image" else "not a decodable PNG file"
+                where = {"missing image": "not found under images/ or images_*/images/",
+                         "not a PNG": "not a decodable PNG file"}.get(reason) or too_many_pixels(path)
                 raise DataError(
                     f"{os.path.join(root, 'images', record.image)}: {where} (listed in {os.path.basename(csv_path)}); "
                     "restore it or pass --on-bad-image=skip to leave it out and count it"

@@ -56,14 +56,18 @@ def _from_nih(root, split, image_size, channels, count, seed):
     from keras_mamsf.data import nih, splits
     from keras_mamsf.data.pipeline import make_dataset
 
-    index = nih.read_nih(root)
+    # Calibration and parity images are a sample: a bad file is left out and counted, never
+    # an error that would suggest a flag the exporting command (export, demo) does not have.
+    index = nih.read_nih(root, on_bad_image="skip")
     records = splits.make_splits(index.records, index.lists, "official", seed=0)[split]
     if not records:
         raise ValueError(f"{root}: the {split} split is empty")
     chosen = select_images(np.stack([r.labels for r in records]), count, seed)
     picked = [records[i] for i in chosen]
     images, labels = _collect(make_dataset(picked, image_size, 64, channels=channels))
-    return images, labels, f"{root} ({split} split, PNG)"
+    skipped = sum(index.skipped.values())
+    note = f"; {skipped} bad image(s) of the root left out: {', '.join(index.skipped_names[:3])}" if skipped else ""
+    return images, labels, f"{root} ({split} split, PNG{note})"
 
 
 def _from_shards(root, sizes, split, image_size, channels, count, seed):

@@ -43,9 +43,13 @@ def parse_formats(text):
 
 def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibration_data=None, parity_data=None,
                  verify=True, io_type="uint8", thresholds_path=None, calibration_images=300, parity_images=200,
-                 seed=0, gates=None, log=None):
+                 seed=0, gates=None, log=None, keep_failed=True):
     """Writes the artifacts, `labels.txt` and `manifest.json` into `out_dir`; returns the manifest
-    with `ok` (every artifact converted and passed its gate) and `failed` (their names)."""
+    with `ok` (every artifact converted and passed its gate) and `failed` (their names).
+
+    An artifact that fails its parity gate never keeps its normal name (which a device build
+    or `mamsf predict` would pick up): it is renamed `NAME.FAILED.EXT` (`keep_failed`, the
+    default) or deleted; its manifest entry says `status: failed` and gives the `file`."""
     from keras_mamsf.labels import CHESTXRAY14_LABELS
     from keras_mamsf.models.io import load_model
 
@@ -111,10 +115,45 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         shutil.rmtree(work, ignore_errors=True)
     if held_out is not None and held_out.get("cleanup"):
         shutil.rmtree(held_out["cleanup"], ignore_errors=True)
+    for name, entry in record["artifacts"].items():
+        _set_aside_if_failed(out_dir, name, entry, keep_failed, log)
     failed = [name for name, entry in record["artifacts"].items() if entry["status"] == "failed"]
     record = manifest.merge_existing(out_dir, record)
     manifest.write(out_dir, record)
     return dict(record, ok=not failed, failed=failed)
+
+
+def failed_name(name):
+    """`model_int8.tflite` -> `model_int8.FAILED.tflite`; `savedmodel` -> `savedmodel.FAILED`."""
+    stem, extension = os.path.splitext(name)
+    return f"{stem}.FAILED{extension}"
+
+
+def _set_aside_if_failed(out_dir, name, entry, keep_failed, log):
+    """Move a failed artifact off its normal name (renamed or deleted); clear a stale
+    `.FAILED` copy of an artifact that now passed."""
+    path, aside = os.path.join(out_dir, name), os.path.join(out_dir, failed_name(name))
+    _remove(aside)
+    if entry["status"] != "failed":
+        return
+    if not os.path.exists(path):  # the conversion itself failed: no file was written
+        entry["file"] = None
+        return
+    if keep_failed:
+        os.replace(path, aside)
+        entry["file"] = failed_name(name)
+        log(f"{name}: failed its gate; kept as {failed_name(name)}")
+    else:
+        _remove(path)
+        entry["file"] = None
+        log(f"{name}: failed its gate; deleted (--no-keep-failed)")
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
 
 
 def _training_policy(model):
@@ -252,8 +291,8 @@ def _summary(check):
     if check.get("status") == "unverified":
         return "not verified (--no-verify)"
     figures = check["paths"][check["use_output"]]
-    text = (f"{check['status']}: max |dp| {figures['max_dp']:.2e}, macro AUC drop "
-            f"{(figures['macro_auc_drop'] or 0.0):+.4f}, agreement {figures['threshold_agreement']:.4f}")
+    text = (f"{check['status']}: max |dp| {figures['max_dp']:.2e}, macro AUC change "
+            f"{-(figures['macro_auc_drop'] or 0.0):+.4f}, agreement {figures['threshold_agreement']:.4f}")
     if len(check["paths"]) > 1:
         text += f" (via {check['use_output']})"
     return text + ("" if not check["failures"] else f"; {'; '.join(check['failures'])}")

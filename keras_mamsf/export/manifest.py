@@ -87,7 +87,7 @@ def merge_existing(out_dir, manifest):
     same = previous.get("source_model", {}).get("sha256") == manifest["source_model"]["sha256"]
     if same:
         kept = {name: entry for name, entry in previous.get("artifacts", {}).items()
-                if os.path.exists(os.path.join(out_dir, name))}
+                if entry.get("file") and os.path.exists(os.path.join(out_dir, entry["file"]))}
         manifest["artifacts"] = dict(kept, **manifest["artifacts"])
     return manifest
 
@@ -107,7 +107,21 @@ def find_manifest(model_path):
     data = _read_manifest(os.path.join(folder, MANIFEST_NAME))
     if data is None:
         return None, None
-    return data, data.get("artifacts", {}).get(name)
+    artifacts = data.get("artifacts", {})
+    entry = next((e for e in artifacts.values() if e.get("file") == name), artifacts.get(name))
+    return data, entry
+
+
+def parity_warning(model_path):
+    """A one-line warning when the manifest beside `model_path` says it failed its parity
+    check at export (`mamsf predict` prints it on stderr), else None."""
+    _, entry = find_manifest(model_path)
+    if not entry or entry.get("status") != "failed":
+        return None
+    parity = entry.get("parity") or {}
+    reasons = "; ".join(parity.get("failures") or []) or entry.get("error") or "see manifest.json"
+    return (f"warning: {os.path.basename(os.fspath(model_path).rstrip(os.sep))} failed its parity check at export "
+            f"({reasons}); its outputs may not match the trained model's")
 
 
 def model_card(model_path):

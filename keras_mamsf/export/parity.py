@@ -63,10 +63,12 @@ def check_gate(figures, gate):
         return True, []
     reasons = []
     if "max_macro_auc_drop" in gate and (figures["macro_auc_drop"] or 0.0) > gate["max_macro_auc_drop"]:
-        reasons.append(f"macro AUC drop {figures['macro_auc_drop']:.4f} > {gate['max_macro_auc_drop']:g}")
+        reasons.append(f"macro AUC change {-figures['macro_auc_drop']:+.4f} (allowed: down to "
+                       f"{-gate['max_macro_auc_drop']:+g})")
     if "max_class_auc_drop" in gate and (figures["max_class_auc_drop"] or 0.0) > gate["max_class_auc_drop"]:
         worst = max(figures["class_auc_drop"], key=figures["class_auc_drop"].get)
-        reasons.append(f"{worst} AUC drop {figures['max_class_auc_drop']:.4f} > {gate['max_class_auc_drop']:g}")
+        reasons.append(f"{worst} AUC change {-figures['max_class_auc_drop']:+.4f} (allowed: down to "
+                       f"{-gate['max_class_auc_drop']:+g})")
     if reasons and "max_dp" in gate:
         reasons.insert(0, f"max |dp| {figures['max_dp']:.3g} > {gate['max_dp']:g}")
     return not reasons, reasons
