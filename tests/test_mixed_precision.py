@@ -2,21 +2,26 @@
 
 import keras
 import numpy as np
+import pytest
 
 import keras_mamsf as mamsf
-from conftest import batch, tiny_model, values
+from conftest import batch, tiny_model, toy_model, values
+
+
+def test_build_does_not_leak_its_policy(float32_policy):
+    model = tiny_model("branch", dtype_policy="mixed_float16")
+    assert keras.config.dtype_policy().name == "float32"
+    assert model.dtype_policy.name == "mixed_float16"
+    assert model.get_layer("logits").compute_dtype == model.get_layer("probs").compute_dtype == "float32"
 
 
 def test_float16_overflow_step_changes_neither_weights_nor_anchor(float32_policy):
-    model = tiny_model("branch", dtype_policy="mixed_float16", anchor_decay=0.9, anchor_warmup=False)
-    assert keras.config.dtype_policy().name == "float32"  # the build did not leak its policy
-    assert model.dtype_policy.name == "mixed_float16"
-    assert model.get_layer("logits").compute_dtype == "float32"
-    assert model.get_layer("probs").compute_dtype == "float32"
+    # The toy model: the same anchor and step code without EfficientNet's 30 s graph trace.
+    model = toy_model("branch", dtype_policy="mixed_float16", decay=0.9, warmup=False)
     # A loss scale of 2**60 overflows every float16 gradient: the step must be skipped.
     optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05), initial_scale=2.0**60)
     model.compile(optimizer=optimizer, loss="binary_crossentropy")
-    x, y = batch()
+    x, y = batch(size=8)
     model.predict(x, verbose=0)
     # Trainable weights: the forward pass still updates BatchNorm moving statistics on a
     # skipped step, as in every framework (PyTorch's GradScaler too); the anchor does not.
@@ -40,6 +45,7 @@ def test_float16_overflow_step_changes_neither_weights_nor_anchor(float32_policy
     assert all(a.dtype == "float32" for a in anchors)
 
 
+@pytest.mark.slow  # 20 graph steps of B0 (~55 s); the JAX worker checks bfloat16 too
 def test_bfloat16_training_stays_finite_for_20_steps(float32_policy):
     model = tiny_model("branch", dtype_policy="mixed_bfloat16")
     assert model.get_layer("probs").compute_dtype == "float32"
@@ -55,8 +61,6 @@ def test_bfloat16_training_stays_finite_for_20_steps(float32_policy):
 def test_inplace_skipped_step_leaves_the_online_block_as_the_step_left_it(float32_policy):
     """A float16 step skipped by the loss scaler: "inplace" must not write the (unchanged)
     anchor over the online block, which would undo the step's BatchNorm statistics."""
-    from conftest import toy_model
-
     def skipping_compile(model):
         optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.05), initial_scale=2.0**60)
         model.compile(optimizer=optimizer, loss="binary_crossentropy", run_eagerly=True)
