@@ -24,9 +24,10 @@ def tiny_model(anchor="branch", **kwargs):
     return mamsf.build_model(**options)
 
 
-def toy_model(anchor="branch", dtype_policy=None, **anchor_options):
-    """A small hand-built `MomentumAnchoredModel` (conv stem, anchored conv-BN block, head):
-    the anchor mechanics without EfficientNet's build and compile cost. Input (8, 8, 3)."""
+def toy_model(anchor="branch", dtype_policy=None, classes=CLASSES, **anchor_options):
+    """A small hand-built `MomentumAnchoredModel` (conv stem, anchored conv-BN block, head named
+    like build_model's): the anchor mechanics without EfficientNet's build and compile cost.
+    Input (8, 8, 3)."""
     policy = keras.dtype_policies.get(dtype_policy or keras.config.dtype_policy())
     image = keras.Input((8, 8, 3), name="image")
     x = keras.layers.Rescaling(1.0 / 255, name="rescaling", dtype=policy)(image)  # batch() draws 0..255 pixels
@@ -38,7 +39,7 @@ def toy_model(anchor="branch", dtype_policy=None, **anchor_options):
     )
     x = mamsf.MomentumAnchor(block, mode=anchor, name="momentum_anchor", dtype=policy, **anchor_options)(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=policy)(x)
-    logits = keras.layers.Dense(CLASSES, name="logits", dtype="float32")(x)
+    logits = keras.layers.Dense(classes, name="logits", dtype="float32")(x)
     probs = keras.layers.Activation("sigmoid", name="probs", dtype="float32")(logits)
     return mamsf.MomentumAnchoredModel(image, probs, name=f"toy_{anchor}", dtype=policy)
 

@@ -15,7 +15,7 @@ rest of the suite. This file only produces; the tests hold the assertions. It pr
   that cannot hold (must be reported failed, with its figures). Between them, every TFLite
   variant is converted and run once.
 - `mode_{shadow,inplace,None}/`: the other anchor modes exported to SavedModel, float32 TFLite and
-  ONNX (untrained mixed_bfloat16 builds with an anchor unlike the online weights).
+  ONNX (the toy model of conftest, with an anchor unlike the online weights).
 - `eval_keras/`: `mamsf evaluate` of `model.keras` on the root's test split, thresholds from val;
   `eval_int8/`: of `out/model_int8.tflite` on the same split, with the Keras run's predictions as
   `--baseline` (its AUC change).
@@ -29,6 +29,8 @@ import traceback
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras_mamsf as mamsf  # noqa: E402
 
@@ -69,13 +71,16 @@ def produce(out_dir):
                           quantize=["float32", "float16"], parity_data=root, parity_images=16,
                           gates={"exact": {"max_dp": 1e-4}, "quantized": impossible})
 
-    # The other three anchor modes (branch is `out/`): untrained mixed_bfloat16 builds whose anchor
-    # differs from the online weights, to SavedModel, float32 TFLite and ONNX under the exact gate.
+    # The other three anchor modes (branch is `out/`, B0 trained; mixed precision is `mixed_out/`): the
+    # toy model (a conv-BN block in the same MomentumAnchor, 14 outputs; a B0 export per mode would
+    # cost minutes of the suite) with an anchor unlike the online weights, to SavedModel, float32
+    # TFLite and ONNX under the exact gate.
+    from conftest import toy_model
+
     modes = {}
     for mode in ("shadow", "inplace", None):
         keras.utils.set_random_seed(1)
-        model = mamsf.build_model(input_shape=(SIZE, SIZE, 1), anchor=mode, fusion_filters=8, dropout=0.0,
-                                  dtype_policy="mixed_bfloat16")
+        model = toy_model(mode, classes=14)
         for _, anchor in model.anchor_pairs():
             anchor.assign(anchor.value * 0.8 + 0.01)
         path = mamsf.save_model(model, os.path.join(out_dir, f"mode_{mode}.keras"))

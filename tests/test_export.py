@@ -76,7 +76,7 @@ def test_signatures_shapes_and_single_onnx_input(exported):
     assert sorted(o.name for o in session.get_outputs()) == ["logits", "probs"]
     assert session.run(["probs"], {"image": _probe(3)})[0].shape == (3, 14)
     tflite = [out / f"model_{v}.tflite" for v in ("float32", "dynamic", "int8")]
-    for path in tflite + [exported["mixed_out"] / "model_float16.tflite"]:
+    for path in tflite + [exported["mixed_out"] / "model_float16.FAILED.tflite"]:
         interpreter = Interpreter(model_path=str(path))
         assert interpreter.get_signature_list() == {"serve": {"inputs": ["image"], "outputs": ["logits", "probs"]}}
         (detail,) = interpreter.get_input_details()
@@ -290,11 +290,11 @@ def test_export_exits_non_zero_when_an_artifact_fails(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize("mode", ["shadow", "inplace", "None"])
 def test_every_anchor_mode_exports_within_1e_4_of_keras(exported, mode):
-    """Branch is checked above on the trained model; here the other modes, whose anchor weights
-    differ from the online ones (so "shadow" must read the anchor, the others must not)."""
+    """Branch is checked above on the trained B0; here the other modes on the toy model, whose
+    anchor weights differ from the online ones (so "shadow" must read the anchor, the others not)."""
     result = exported["modes"][mode]
     assert result["ok"], result
-    images = _probe(channels=1)
+    images = np.random.default_rng(0).uniform(0, 255, (5, 8, 8, 3)).astype("float32")
     model = mamsf.load_model(result["model"])
     reference = model.predict(images, verbose=0)
     for name in ("savedmodel", "model_float32.tflite", "model.onnx"):

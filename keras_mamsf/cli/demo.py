@@ -152,5 +152,7 @@ def _print_summary(summary, runs, anchors, comparison, root):
     print(comparison_lines(comparison, anchored, baseline)[-1] + "; one synthetic run, not evidence about real X-rays")
     for name, entry in summary["exports"].items():
         change = "" if entry["macro_auc_change"] is None else f", macro AUC change {entry['macro_auc_change']:+.4f}"
-        print(f"export {name}: {entry['status']}, parity {entry['parity']} (max |dp| {entry['max_dp']:.2g}{change})")
+        kept = "" if entry["status"] == "ok" or not entry["path"] else f"; kept as {os.path.basename(entry['path'])}"
+        max_dp = "n/a" if entry["max_dp"] is None else f"{entry['max_dp']:.2g}"
+        print(f"export {name}: {entry['status']}, parity {entry['parity']} (max |dp| {max_dp}{change}{kept})")
     print("reports: " + ", ".join([runs[a]["paths"]["report.html"] for a in anchors] + [summary["comparison"]["report"]]))
