@@ -16,28 +16,24 @@ and pydicom still tries its own plugins first, so an installed pylibjpeg or GDCM
 """
 
 import numpy as np
+from pydicom import uid
 
 PLUGIN = "keras_mamsf_imagecodecs"
+# transfer syntax -> its imagecodecs decoder; libjpeg-turbo 3 (jpeg8_decode) reads all three JPEG
+# processes DICOM uses: baseline, 12-bit extended, lossless.
+SYNTAXES = {
+    uid.JPEGBaseline8Bit: "jpeg8_decode",
+    uid.JPEGExtended12Bit: "jpeg8_decode",
+    uid.JPEGLossless: "jpeg8_decode",
+    uid.JPEGLosslessSV1: "jpeg8_decode",
+    uid.JPEGLSLossless: "jpegls_decode",
+    uid.JPEGLSNearLossless: "jpegls_decode",
+    uid.JPEG2000Lossless: "jpeg2k_decode",
+    uid.JPEG2000: "jpeg2k_decode",
+}
+# What pydicom reports when imagecodecs is missing.
+DECODER_DEPENDENCIES = {transfer_syntax: ("imagecodecs>=2024.1.1",) for transfer_syntax in SYNTAXES}
 _REGISTERED = []
-
-
-def _syntaxes():
-    from pydicom import uid
-
-    return {
-        uid.JPEGBaseline8Bit: "jpeg",
-        uid.JPEGExtended12Bit: "jpeg",
-        uid.JPEGLossless: "jpeg",
-        uid.JPEGLosslessSV1: "jpeg",
-        uid.JPEGLSLossless: "jpegls",
-        uid.JPEGLSNearLossless: "jpegls",
-        uid.JPEG2000Lossless: "jpeg2k",
-        uid.JPEG2000: "jpeg2k",
-    }
-
-
-def _dependencies():
-    return {transfer_syntax: ("imagecodecs>=2024.1.1",) for transfer_syntax in _syntaxes()}
 
 
 def is_available(transfer_syntax):
@@ -46,7 +42,7 @@ def is_available(transfer_syntax):
         import imagecodecs  # noqa: F401
     except ImportError:
         return False
-    return transfer_syntax in _syntaxes()
+    return transfer_syntax in SYNTAXES
 
 
 def decode_frame(src, runner):
@@ -54,11 +50,7 @@ def decode_frame(src, runner):
     little-endian, `BitsAllocated` wide, colour by pixel)."""
     import imagecodecs
 
-    family = _syntaxes()[runner.transfer_syntax]
-    # libjpeg-turbo 3 reads all JPEG processes DICOM uses: baseline, 12-bit extended, lossless.
-    decode = {"jpeg": imagecodecs.jpeg8_decode, "jpegls": imagecodecs.jpegls_decode,
-              "jpeg2k": imagecodecs.jpeg2k_decode}[family]
-    pixels = decode(src)
+    pixels = getattr(imagecodecs, SYNTAXES[runner.transfer_syntax])(src)
     if runner.samples_per_pixel > 1:
         runner.set_option("planar_configuration", 0)
     dtype = f"<{'i' if runner.pixel_representation else 'u'}{max(1, runner.bits_allocated // 8)}"
@@ -71,15 +63,10 @@ def register():
         return
     from pydicom.pixels.decoders.base import get_decoder
 
-    for transfer_syntax in _syntaxes():
+    for transfer_syntax in SYNTAXES:
         try:
             get_decoder(transfer_syntax).add_plugin(PLUGIN, (__name__, "decode_frame"))
         except ValueError:  # already added (a second import path of this module)
             pass
     _REGISTERED.append(True)
 
-
-def __getattr__(name):  # pydicom reads DECODER_DEPENDENCIES only when imagecodecs is missing
-    if name == "DECODER_DEPENDENCIES":
-        return _dependencies()
-    raise AttributeError(name)

@@ -81,23 +81,28 @@ def _jpeg_size(handle):
             return None
 
 
+def pixel_limit_excess(path, limit=None):
+    """"declares W x H = N pixels, above the limit of L" when `path`'s header declares more than
+    `limit` pixels (default `MAX_IMAGE_PIXELS`), else None. Nothing is decoded."""
+    limit = MAX_IMAGE_PIXELS if limit is None else limit
+    size = declared_size(path) if limit else None
+    if size is None:
+        return None
+    width, height, frames = size
+    pixels = width * height * frames
+    if pixels <= limit:
+        return None
+    frames_text = f" x {frames} frames" if frames > 1 else ""
+    return f"declares {width} x {height}{frames_text} = {pixels:,} pixels, above the limit of {limit:,}"
+
+
 def check_pixel_limit(path, limit=None):
     """Raise `ImageError` when `path` declares more than `limit` pixels (default
     `MAX_IMAGE_PIXELS`), before anything decodes it."""
-    limit = MAX_IMAGE_PIXELS if limit is None else limit
-    if not limit:
-        return
-    size = declared_size(path)
-    if size is None:
-        return
-    width, height, frames = size
-    pixels = width * height * frames
-    if pixels > limit:
-        frames_text = f" x {frames} frames" if frames > 1 else ""
-        raise ImageError(
-            f"{os.fspath(path)}: declares {width} x {height}{frames_text} = {pixels:,} pixels, above the limit of "
-            f"{limit:,} (a decompression bomb, or a scan that needs MAMSF_MAX_IMAGE_PIXELS raised); not decoded"
-        )
+    excess = pixel_limit_excess(path, limit)
+    if excess:
+        raise ImageError(f"{os.fspath(path)}: {excess} (a decompression bomb, or a scan that needs "
+                         "MAMSF_MAX_IMAGE_PIXELS raised); not decoded")
 
 
 def is_dicom(path):

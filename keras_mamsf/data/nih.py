@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from keras_mamsf.data.images import pixel_limit_excess
 from keras_mamsf.labels import CHESTXRAY14_INDEX, CHESTXRAY14_LABELS
 
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -208,17 +209,6 @@ def is_png(path):
     )
 
 
-def too_many_pixels(path):
-    """What is wrong when the image declares more pixels than `images.MAX_IMAGE_PIXELS`, else None."""
-    from keras_mamsf.data.images import ImageError, check_pixel_limit
-
-    try:
-        check_pixel_limit(path)
-    except ImageError as error:
-        return str(error).split(": ", 1)[1].split(" (a decompression")[0]
-    return None
-
-
 def is_decodable_png(path):
     """Whether TensorFlow decodes the whole file (slow: a full decode)."""
     import tensorflow as tf
@@ -248,21 +238,21 @@ def read_nih(root, on_bad_image="error", verify="header"):
     kept, skipped, skipped_names = [], {}, []
     for record in records:
         path = images.get(record.image)
-        reason = None
+        reason = excess = None
         if path is None:
             reason = "missing image"
         else:
             check_inside(root, path)
             if not is_png(path):
                 reason = "not a PNG"
-            elif too_many_pixels(path):  # before a decode: a bomb would take gigabytes
+            elif excess := pixel_limit_excess(path):  # before a decode: a bomb would take gigabytes
                 reason = "above the pixel limit"
             elif verify == "decode" and not is_decodable_png(path):
                 reason = "not a PNG"
         if reason is not None:
             if on_bad_image == "error":
                 where = {"missing image": "not found under images/ or images_*/images/",
-                         "not a PNG": "not a decodable PNG file"}.get(reason) or too_many_pixels(path)
+                         "not a PNG": "not a decodable PNG file"}.get(reason) or excess
                 raise DataError(
                     f"{os.path.join(root, 'images', record.image)}: {where} (listed in {os.path.basename(csv_path)}); "
                     "restore it or pass --on-bad-image=skip to leave it out and count it"
