@@ -1,17 +1,35 @@
-"""TFLite size and latency of every variant, against the Keras model, in one run.
+"""TFLite size and latency of every variant, against float32 and the Keras model, in one run, with a
+per-op-type time table for the int8 and float32 files.
 
-    python bench/tflite_latency.py [--model MODEL.keras | --backbone efficientnet_lite0] [--size 224] [--channels 1]
-        [--calibration-data ROOT] [--runs 50] [--threads 1,2] [--json] [--report FILE]
+    python bench/tflite_latency.py [--model MODEL.keras | --backbone efficientnet_lite0] [--size 224]
+        [--channels 1] [--calibration-data ROOT] [--rounds 15] [--runs 20] [--threads 1,2]
+        [--exports DIR] [--keep DIR] [--no-profile] [--json] [--report FILE]
 
-Without --model it builds MAMSF (random init, anchor "branch") on --backbone at --size. The variants are
-exported with `keras_mamsf.export.export_model` (calibration: the training split of
+Without --model it builds MAMSF (random init, anchor "branch") on --backbone at --size; --exports
+DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep) instead of exporting.
+The variants are exported with `keras_mamsf.export.export_model` (calibration: the training split of
 --calibration-data, else of a small SYNTHETIC NIH-layout root written to a temporary folder;
-parity on that root's test split). Each `.tflite` runs in the LiteRT interpreter (`ai-edge-litert`)
-with 1 and 2 threads on one fixed image, batch 1: median of --runs invocations after 5 warm-ups.
-The Keras baseline is the float32 inference model called on the same image (batch 1, a
-`tf.function`, all cores). Targets (issue 5): int8 size <= 0.3x float32's, int8 latency <= 0.5x
-float32's at 2 threads; int8 vs Keras float macro AUC drop <= 0.005, every class <= 0.02 (read
-the parity figures with care on an untrained model: its probabilities barely differ).
+parity on that root's test split).
+
+Latency, batch 1, one fixed image, in the LiteRT interpreter (`ai-edge-litert`, XNNPACK):
+- *invoke*: `interpreter.invoke()` alone, the input already set;
+- *end to end*: what `mamsf predict` pays per image: quantize the float image with the file's own
+  parameters, run the "serve" signature, dequantize both outputs.
+Machines drift (frequency, neighbours), so the variants are measured in interleaved rounds (each
+round: every variant, --runs calls each after warm-up, in an order that alternates round by round),
+and the int8/float32 ratio is the **median of the per-round ratios**, with its lowest and highest
+round. The Keras baseline is the float32 inference model as a `tf.function`, batch 1, all cores.
+
+Per-op profile: LiteRT's Python API has no op profiler, so each operator of the graph is cut out
+into a one-operator model (its tensors, buffers and quantization unchanged; its non-constant
+inputs fed with the values they take in the whole model on the same image) and timed alone at
+the top thread count. The table sums them by op type; "sum / whole" says how much of the
+whole-model invoke the isolated ops account for (below 1: XNNPACK runs fused partitions faster
+than their ops alone; above 1: per-call overhead of tiny ops).
+
+Targets (issue 15): int8 size <= 0.3x float32's; int8 invoke latency <= 0.45x float32's at 2
+threads (median of per-round ratios); int8 vs Keras float macro AUC drop <= 0.005, every class
+<= 0.02 on a trained model (the parity figures of an untrained one say little).
 """
 
 import argparse
@@ -24,15 +42,117 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _median_ms(call, runs):
-    for _ in range(5):
+def _median_s(call, runs, warmup=3):
+    for _ in range(warmup):
         call()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         call()
         times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return statistics.median(times)
+
+
+def _interleaved(calls, rounds, runs):
+    """{name: [median seconds of each round]}: every call measured once per round, the order
+    reversed every other round so that a slow drift of the machine hits all of them alike."""
+    names = list(calls)
+    per_round = {name: [] for name in names}
+    for index in range(rounds):
+        for name in (names if index % 2 == 0 else names[::-1]):
+            per_round[name].append(_median_s(calls[name], runs))
+    return per_round
+
+
+def _ratio_summary(numerator, denominator):
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+
+
+class Bare:
+    """One .tflite file in the LiteRT interpreter: `invoke` with its input set once, and the
+    end-to-end path of `mamsf predict` (the library's runner) on the same float image."""
+
+    def __init__(self, path, threads, image):
+        from ai_edge_litert.interpreter import Interpreter
+
+        from keras_mamsf.export.runtime import LiteRTRunner, quantize
+
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.interpreter.allocate_tensors()
+        detail = self.interpreter.get_input_details()[0]
+        self.interpreter.set_tensor(detail["index"], quantize(image, detail))
+        self.runner = LiteRTRunner(path, num_threads=threads)
+        self.image = image
+
+    def invoke(self):
+        self.interpreter.invoke()
+
+    def end_to_end(self):
+        self.runner.predict(self.image)
+
+
+def op_profile(path, image, threads, runs):
+    """Per-operator seconds (median of `runs` invokes) of the .tflite at `path`, each operator cut
+    out into a one-operator model fed with the values its inputs take in the whole model on
+    `image`. Returns `(rows, whole_s)`; rows: (index, op type, seconds, output shape)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from keras_mamsf.export.runtime import quantize
+
+    whole = Interpreter(model_path=path, num_threads=threads, experimental_preserve_all_tensors=True)
+    whole.allocate_tensors()
+    detail = whole.get_input_details()[0]
+    whole.set_tensor(detail["index"], quantize(image, detail))
+    whole.invoke()
+    timed = Interpreter(model_path=path, num_threads=threads)
+    timed.allocate_tensors()
+    detail = timed.get_input_details()[0]
+    timed.set_tensor(detail["index"], quantize(image, detail))
+    whole_s = _median_s(timed.invoke, runs)
+
+    model = flatbuffer_utils.read_model(path)
+    graph = model.subgraphs[0]
+    operators, inputs, outputs = list(graph.operators), list(graph.inputs), list(graph.outputs)
+    signatures = model.signatureDefs
+    model.signatureDefs = []
+
+    def constant(tensor_index):
+        buffer = model.buffers[graph.tensors[tensor_index].buffer]
+        return buffer.data is not None and len(buffer.data) > 0
+
+    rows = []
+    try:
+        for index, operator in enumerate(operators):
+            name = flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex) or "CUSTOM"
+            feeds = [i for i in operator.inputs if i >= 0 and not constant(i)]
+            graph.operators, graph.inputs, graph.outputs = [operator], feeds, list(operator.outputs)
+            single = Interpreter(model_content=bytes(flatbuffer_utils.convert_object_to_bytearray(model)),
+                                 num_threads=threads)
+            single.allocate_tensors()
+            for position, tensor_index in enumerate(feeds):
+                value = whole.get_tensor(tensor_index)
+                single.set_tensor(single.get_input_details()[position]["index"], np.asarray(value))
+            seconds = _median_s(single.invoke, runs, warmup=2)
+            shape = tuple(int(d) for d in graph.tensors[operator.outputs[0]].shape)
+            rows.append((index, name, seconds, shape))
+    finally:
+        graph.operators, graph.inputs, graph.outputs = operators, inputs, outputs
+        model.signatureDefs = signatures
+    return rows, whole_s
+
+
+def profile_table(profiles):
+    """Rows (op type, {variant: (count, ms)}) sorted by the largest time, and the totals."""
+    kinds = {}
+    for variant, (rows, _) in profiles.items():
+        for _, name, seconds, _ in rows:
+            count, total = kinds.setdefault(name, {}).get(variant, (0, 0.0))
+            kinds[name][variant] = (count + 1, total + 1000.0 * seconds)
+    order = sorted(kinds, key=lambda name: -max(ms for _, ms in kinds[name].values()))
+    return [(name, kinds[name]) for name in order]
 
 
 def main(argv=None):
@@ -48,80 +168,153 @@ def main(argv=None):
     parser.add_argument("--calibration-images", type=int, default=200)
     parser.add_argument("--parity-images", type=int, default=100)
     parser.add_argument("--quantize", default="float32,float16,dynamic,int8")
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--exports", help="a folder with model_<variant>.tflite files to measure instead of exporting")
+    parser.add_argument("--keep", help="export into this folder (kept) instead of a temporary one")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default: 15)")
+    parser.add_argument("--runs", type=int, default=20, help="timed calls per variant per round (default: 20)")
     parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--no-profile", action="store_true", help="skip the per-op profile")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--report", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
 
     import numpy as np
-    import tensorflow as tf
 
-    import keras_mamsf as mamsf
-    from keras_mamsf.data.synth import write_synthetic
-    from keras_mamsf.export import export_model, inference_model, load_runner
     from keras_mamsf.export.exporter import tflite_name
     from keras_mamsf.export.litert import parse_variants
 
+    say = (lambda *a: None) if args.json else print
     threads = [int(t) for t in args.threads.split(",")]
     variants = parse_variants(args.quantize)
     work = tempfile.mkdtemp(prefix="mamsf_tflite_bench_")
-    model_path = args.model
-    if model_path is None:
-        activation = args.fusion_activation or ("relu6" if "lite" in args.backbone else "swish")
-        model = mamsf.build_model(args.backbone, input_shape=(args.size, args.size, args.channels),
-                                  fusion_activation=activation)
-        model_path = mamsf.save_model(model, os.path.join(work, "model.keras"))
-    data = args.calibration_data
-    if data is None:
-        data = os.path.join(work, "synthetic")
-        write_synthetic(data, images=max(4 * args.parity_images, 2 * args.calibration_images), size=max(args.size, 64))
-    start = time.perf_counter()
-    manifest = export_model(model_path, os.path.join(work, "out"), formats=["tflite"], quantize=variants,
-                            calibration_data=data, calibration_images=args.calibration_images,
-                            parity_images=args.parity_images,
-                            log=None if args.json else print)
-    export_s = time.perf_counter() - start
+    report = {"size": args.size, "rounds": args.rounds, "runs": args.runs, "threads": threads, "variants": {}}
+    manifest = None
+    if args.exports:
+        out_dir = args.exports
+        variants = [v for v in variants if os.path.isfile(os.path.join(out_dir, tflite_name(v)))]
+        manifest_path = os.path.join(out_dir, "manifest.json")
+        if os.path.isfile(manifest_path):
+            with open(manifest_path, encoding="utf-8") as handle:
+                manifest = json.load(handle)
+    else:
+        import keras_mamsf as mamsf
+        from keras_mamsf.data.synth import write_synthetic
+        from keras_mamsf.export import export_model
 
-    keras_model = inference_model(mamsf.load_model(model_path, compile=False))
-    height, width, channels = keras_model.inputs[0].shape[1:]
-    image = np.random.default_rng(0).uniform(0, 255, (1, height, width, channels)).astype("float32")
-    serve = tf.function(lambda x: keras_model(x, training=False))
-    tensor = tf.constant(image)
-    report = {"size": args.size, "channels": channels, "runs": args.runs, "export_s": round(export_s, 1),
-              "keras_ms": _median_ms(lambda: serve(tensor)["probs"].numpy(), args.runs), "variants": {}}
+        model_path = args.model
+        if model_path is None:
+            activation = args.fusion_activation or ("relu6" if "lite" in args.backbone else "swish")
+            model = mamsf.build_model(args.backbone, input_shape=(args.size, args.size, args.channels),
+                                      fusion_activation=activation)
+            model_path = mamsf.save_model(model, os.path.join(work, "model.keras"))
+        data = args.calibration_data
+        if data is None:
+            data = os.path.join(work, "synthetic")
+            write_synthetic(data, images=max(4 * args.parity_images, 2 * args.calibration_images),
+                            size=max(args.size, 64))
+        out_dir = args.keep or os.path.join(work, "out")
+        start = time.perf_counter()
+        manifest = export_model(model_path, out_dir, formats=["tflite"], quantize=variants,
+                                calibration_data=data, calibration_images=args.calibration_images,
+                                parity_images=args.parity_images, log=say)
+        report["export_s"] = round(time.perf_counter() - start, 1)
+        report["keras_ms"] = _keras_ms(model_path, args.runs)
+    paths = {v: os.path.join(out_dir, tflite_name(v)) for v in variants}
+    from keras_mamsf.export.runtime import LiteRTRunner
+
+    shape = LiteRTRunner(paths[variants[0]]).input_shape
+    image = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32")
     for variant in variants:
-        path = os.path.join(work, "out", tflite_name(variant))
-        entry = manifest["artifacts"][tflite_name(variant)]
-        row = {"bytes": os.path.getsize(path), "status": entry["status"]}
-        for count in threads:
-            runner = load_runner(path, num_threads=count)
-            row[f"ms_{count}t"] = _median_ms(lambda: runner.predict(image), args.runs)
-        parity = entry["parity"]
+        entry = (manifest or {}).get("artifacts", {}).get(tflite_name(variant), {})
+        row = {"bytes": os.path.getsize(paths[variant]), "status": entry.get("status", "?")}
+        parity = entry.get("parity") or {}
         if "paths" in parity:
             row["parity"] = {name: {k: figures[k] for k in ("max_dp", "macro_auc_drop", "max_class_auc_drop")}
                              for name, figures in parity["paths"].items()}
         report["variants"][variant] = row
+    for count in threads:
+        say(f"timing {len(variants)} variants at {count} thread(s): {args.rounds} interleaved rounds of {args.runs} "
+            "calls each")
+        bare = {v: Bare(paths[v], count, image) for v in variants}
+        for kind in ("invoke", "end_to_end"):
+            per_round = _interleaved({v: getattr(b, kind) for v, b in bare.items()}, args.rounds, args.runs)
+            for variant, seconds in per_round.items():
+                report["variants"][variant][f"{kind}_ms_{count}t"] = 1000.0 * statistics.median(seconds)
+            if "float32" in per_round and "int8" in per_round:
+                report.setdefault("int8_vs_float32", {})[f"{kind}_{count}t"] = _ratio_summary(
+                    per_round["int8"], per_round["float32"])
     if "float32" in report["variants"] and "int8" in report["variants"]:
-        f32, i8 = report["variants"]["float32"], report["variants"]["int8"]
+        report.setdefault("int8_vs_float32", {})["size"] = (report["variants"]["int8"]["bytes"]
+                                                             / report["variants"]["float32"]["bytes"])
+    if not args.no_profile:
         top = max(threads)
-        report["int8_vs_float32"] = {"size": i8["bytes"] / f32["bytes"],
-                                     f"latency_{top}t": i8[f"ms_{top}t"] / f32[f"ms_{top}t"]}
+        profiles = {}
+        for variant in [v for v in ("float32", "int8") if v in paths]:
+            say(f"profiling {tflite_name(variant)} op by op at {top} thread(s)")
+            profiles[variant] = op_profile(paths[variant], image, top, max(5, args.runs // 2))
+        report["profile"] = {
+            variant: {"whole_ms": 1000.0 * whole_s, "sum_ms": 1000.0 * sum(r[2] for r in rows),
+                      "ops": [{"index": i, "op": name, "ms": 1000.0 * s, "shape": list(shape_)}
+                              for i, name, s, shape_ in rows]}
+            for variant, (rows, whole_s) in profiles.items()}
+        report["profile_by_type"] = {name: {v: {"count": c, "ms": ms} for v, (c, ms) in row.items()}
+                                     for name, row in profile_table(profiles)}
     if args.report:
         with open(args.report, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=2)
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    print(f"\nMAMSF ({args.model or args.backbone}) at {args.size} px, {channels} channel(s); export took {export_s:.0f} s")
-    print(f"{'variant':<10}{'MB':>8}" + "".join(f"{f'ms {t} thr':>12}" for t in threads) + f"{'status':>10}")
-    print(f"{'keras':<10}{'':>8}{report['keras_ms']:>12.2f}  (tf.function, batch 1, all cores)")
-    for variant, row in report["variants"].items():
-        print(f"{variant:<10}{row['bytes'] / 1e6:>8.2f}" + "".join(f"{row[f'ms_{t}t']:>12.2f}" for t in threads)
-              + f"{row['status']:>10}")
-    if "int8_vs_float32" in report:
-        print("int8 / float32: " + ", ".join(f"{k} {v:.3f}" for k, v in report["int8_vs_float32"].items()))
+    else:
+        _print(report, args, threads)
     return 0
+
+
+def _keras_ms(model_path, runs):
+    import numpy as np
+    import tensorflow as tf
+
+    import keras_mamsf as mamsf
+    from keras_mamsf.export import inference_model
+
+    keras_model = inference_model(mamsf.load_model(model_path, compile=False))
+    shape = keras_model.inputs[0].shape[1:]
+    tensor = tf.constant(np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32"))
+    serve = tf.function(lambda x: keras_model(x, training=False))
+    return 1000.0 * _median_s(lambda: serve(tensor)["probs"].numpy(), runs)
+
+
+def _print(report, args, threads):
+    source = args.exports or args.model or args.backbone
+    print(f"\nMAMSF ({source}), {report['rounds']} interleaved rounds x {report['runs']} calls, batch 1")
+    if "keras_ms" in report:
+        print(f"Keras float32 (tf.function, all cores): {report['keras_ms']:.2f} ms")
+    header = f"{'variant':<10}{'MB':>8}" + "".join(f"{f'invoke {t}t':>12}{f'e2e {t}t':>10}" for t in threads)
+    print(header + f"{'status':>10}")
+    for variant, row in report["variants"].items():
+        print(f"{variant:<10}{row['bytes'] / 1e6:>8.2f}" + "".join(
+            f"{row[f'invoke_ms_{t}t']:>12.2f}{row[f'end_to_end_ms_{t}t']:>10.2f}" for t in threads)
+            + f"{row['status']:>10}")
+    ratios = report.get("int8_vs_float32", {})
+    for key, value in ratios.items():
+        if key == "size":
+            print(f"int8 / float32 size: {value:.3f}")
+        else:
+            print(f"int8 / float32 {key.replace('_', ' ')}: median of per-round ratios {value['median']:.3f} "
+                  f"(rounds {value['low']:.3f} .. {value['high']:.3f})")
+    if "profile" in report:
+        variants = list(report["profile"])
+        print(f"\nper-op-type time at {max(threads)} thread(s), each op alone (ms; count)")
+        print(f"{'op':<28}" + "".join(f"{v:>22}" for v in variants))
+        for name, row in report["profile_by_type"].items():
+            cells = "".join(f"{row[v]['ms']:>14.3f} ({row[v]['count']:>4})" if v in row else f"{'-':>22}"
+                            for v in variants)
+            print(f"{name:<28}{cells}")
+        print(f"{'sum of ops / whole invoke':<28}" + "".join(
+            f"{p['sum_ms']:>9.2f} / {p['whole_ms']:>6.2f} ms{'':>2}" for p in report["profile"].values()))
+        for variant in variants:
+            ops = sorted(report["profile"][variant]["ops"], key=lambda op: -op["ms"])[:8]
+            print(f"slowest ops in {variant}: " + "; ".join(
+                f"#{op['index']} {op['op']} {op['ms']:.3f} ms {tuple(op['shape'])}" for op in ops))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ single-threaded work (graph tracing, the TFLite and ONNX converters), so it runs
 rest of the suite. This file only produces; the tests hold the assertions. It prints one line
 `RESULT {json}` with the paths and the exit codes.
 
-- `model.keras`: MAMSF-B0, 32 px grayscale, "branch", trained for 3 batches on a synthetic root;
+- `model.keras`: MAMSF on `test_efficientnet` (B0's final block on a short trunk: the same op kinds
+  for the converters at a fraction of B0's tracing), 32 px grayscale, "branch", trained for 3
+  batches on a synthetic root;
   `out/`: `mamsf export` of it to every format, TFLite float32 / dynamic / int8 (int8 calibrated
   on the root).
 - `mixed.keras`: the same trained weights in a `mixed_bfloat16` build; `mixed_out/`: exported
@@ -38,7 +40,8 @@ SIZE = 32
 
 
 def build(policy=None):
-    return mamsf.build_model(input_shape=(SIZE, SIZE, 1), anchor="branch", fusion_filters=8, dropout=0.0,
+    return mamsf.build_model(backbone="test_efficientnet", input_shape=(SIZE, SIZE, 1), anchor="branch",
+                             fusion_filters=8, dropout=0.0,
                              anchor_decay=0.5, anchor_warmup=False, dtype_policy=policy)
 
 
@@ -55,7 +58,7 @@ def produce(out_dir):
     train = splits.make_splits(index.records, index.lists, "official")["train"]
     keras.utils.set_random_seed(0)
     model = build()
-    # Eagerly: three steps of a 32 px model run faster than tracing the training graph.
+    # Eagerly: three steps of a small model run faster than tracing the training graph.
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="binary_crossentropy", run_eagerly=True)
     model.fit(make_dataset(train, SIZE, 8, training=True, channels=1).take(3), epochs=1, verbose=0)
     model_path = mamsf.save_model(model, os.path.join(out_dir, "model.keras"))
@@ -72,8 +75,8 @@ def produce(out_dir):
                           gates={"exact": {"max_dp": 1e-4}, "quantized": impossible})
 
     # The other three anchor modes (branch is `out/`, B0 trained; mixed precision is `mixed_out/`): the
-    # toy model (a conv-BN block in the same MomentumAnchor, 14 outputs; a B0 export per mode would
-    # cost minutes of the suite) with an anchor unlike the online weights, to SavedModel, float32
+    # toy model (a conv-BN block in the same MomentumAnchor, 14 outputs; an EfficientNet export per
+    # mode would cost minutes of the suite) with an anchor unlike the online weights, to SavedModel, float32
     # TFLite and ONNX under the exact gate.
     from conftest import toy_model
 

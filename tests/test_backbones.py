@@ -6,10 +6,10 @@ import pytest
 
 import keras_mamsf as mamsf
 from keras_mamsf.backbones import load_backbone, split_backbone
-from keras_mamsf.models.builder import build_model
 from conftest import IMAGE, batch, tiny_model
 
-LAST_STAGE = {name: ("block6" if "v2" in name else "block7") for name in mamsf.BACKBONES}
+LAST_STAGE = {name: ("block6" if "v2" in name else "block4" if name == "test_efficientnet" else "block7")
+              for name in mamsf.BACKBONES}
 
 
 @pytest.mark.parametrize("name", sorted(mamsf.BACKBONES))
@@ -41,27 +41,27 @@ def test_custom_anchor_layers_and_their_errors():
 
 
 def test_an_earlier_stage_is_anchored_alone():
-    """("block6",): the block runs from stage 6 to the output, but only stage 6 gets an anchor;
-    stage 7 and top run with their online weights on the anchor path too."""
-    model = build_model(input_shape=(IMAGE, IMAGE, 3), num_classes=3, anchor="inplace", anchor_layers=("block6",),
-                        anchor_warmup=False, anchor_decay=0.5)
+    """("block3",) on test_efficientnet (B0's "block6"): the block runs from stage 3 to the output,
+    but only stage 3 gets an anchor; stage 4 and top run with their online weights on the anchor
+    path too."""
+    model = tiny_model("inplace", anchor_layers=("block3",), anchor_warmup=False, anchor_decay=0.5)
     names = model.anchored_layer_names()
-    assert names and all(name.startswith("block6") for name in names)
+    assert names and all(name.startswith("block3") for name in names)
     layer = model.anchor_layers[0]
     assert layer.block.get_layer("top_conv") is not None  # in the block, not anchored
-    expected = sum(len(sub.weights) for sub in layer.block.layers if sub.name.startswith("block6"))
+    expected = sum(len(sub.weights) for sub in layer.block.layers if sub.name.startswith("block3"))
     assert len(model.anchor_pairs()) == expected
     top = layer.block.get_layer("top_conv").kernel
-    stage6 = layer.block.get_layer("block6a_expand_conv").kernel
+    stage3 = layer.block.get_layer("block3a_expand_conv").kernel
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="binary_crossentropy")
-    before = {"top": top.numpy().copy(), "stage6": stage6.numpy().copy()}
+    before = top.numpy().copy()
     x, y = batch(4)
     model.train_on_batch(x, y)
-    # inplace with decay 0.5 halves stage 6's step; top's full SGD step stays
-    assert not np.allclose(top.numpy(), before["top"])
-    anchor = dict((id(o), a) for o, a in model.anchor_pairs())[id(stage6)]
-    np.testing.assert_allclose(stage6.numpy(), anchor.numpy(), rtol=1e-6, atol=1e-7)
-    assert model.get_layer("momentum_anchor").get_config()["anchored"] == ["block6"]
+    # inplace with decay 0.5 halves stage 3's step; top's full SGD step stays
+    assert not np.allclose(top.numpy(), before)
+    anchor = dict((id(o), a) for o, a in model.anchor_pairs())[id(stage3)]
+    np.testing.assert_allclose(stage3.numpy(), anchor.numpy(), rtol=1e-6, atol=1e-7)
+    assert model.get_layer("momentum_anchor").get_config()["anchored"] == ["block3"]
     with pytest.raises(ValueError, match="unknown backbone 'resnet50'"):
         load_backbone("resnet50", (IMAGE, IMAGE, 3))
 
@@ -82,8 +82,8 @@ def test_imagenet_offline_fails_in_one_line(monkeypatch):
 
 
 def test_weights_from_a_local_file(tmp_path):
-    source = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
-    path = tmp_path / "b0_notop.weights.h5"
+    source = load_backbone("test_efficientnet", (IMAGE, IMAGE, 3))
+    path = tmp_path / "test_efficientnet_notop.weights.h5"
     source.save_weights(path)
     model = tiny_model(None, weights=str(path))
     trunk = model.get_layer("trunk")
@@ -119,3 +119,20 @@ def test_lite_backbone_has_no_swish_and_no_squeeze_excite():
     assert [layer.name for layer in reference.layers if layer.name.endswith("_se_squeeze")]  # B0 has them
     with pytest.raises(RuntimeError, match="no ImageNet weights for efficientnet_lite0"):
         load_backbone("efficientnet_lite0", (IMAGE, IMAGE, 3), weights="imagenet")
+
+
+def test_the_test_backbone_is_b0_s_final_stage_on_a_short_trunk():
+    """test_efficientnet (what `tiny_model` and the CLI tests build) anchors what B0 anchors: one
+    expansion block with squeeze-and-excitation and swish, then top; its trunk is three stages."""
+    small = load_backbone("test_efficientnet", (IMAGE, IMAGE, 3))
+    b0 = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
+    _, small_block = split_backbone(small)
+    _, b0_block = split_backbone(b0)
+
+    def kinds(block):
+        return [(type(layer).__name__, layer.name.split("_", 1)[1]) for layer in block.layers[1:]]
+
+    assert kinds(small_block) == kinds(b0_block)
+    assert small.count_params() < b0.count_params() / 50
+    with pytest.raises(RuntimeError, match="test_efficientnet has no ImageNet weights"):
+        load_backbone("test_efficientnet", (IMAGE, IMAGE, 3), weights="imagenet")

@@ -62,14 +62,14 @@ def test_build_model_puts_every_layer_in_the_policy(policy, float32_policy):
     keras_policy = keras.dtype_policies.get(policy)
     others = {v for name, v in dtypes.items() if name not in FLOAT32_LAYERS}
     assert others == {(keras_policy.compute_dtype, "float32")}
-    assert "grayscale_to_rgb" in dtypes and "reduce_conv" in dtypes and "block7a_project_conv" in dtypes
+    assert "grayscale_to_rgb" in dtypes and "reduce_conv" in dtypes and "block4a_project_conv" in dtypes
 
 
 def test_model_config_is_the_build_arguments():
     model = tiny_model("shadow", anchor_decay=0.99, fusion_kernels=(1, 3))
     config = model.get_config()
     assert config["build_arguments"] == {
-        "backbone": "efficientnetb0", "input_shape": [IMAGE, IMAGE, 3], "num_classes": CLASSES, "anchor": "shadow",
+        "backbone": "test_efficientnet", "input_shape": [IMAGE, IMAGE, 3], "num_classes": CLASSES, "anchor": "shadow",
         "anchor_decay": 0.99, "anchor_warmup": True, "anchor_layers": None, "fusion_filters": 8,
         "fusion_kernels": [1, 3], "dropout": 0.0, "anchor_warmup_gamma": 1.0, "anchor_warmup_power": 2.0 / 3.0,
         "fusion_activation": "swish",

@@ -30,9 +30,9 @@ def stepped():
 def test_anchor_covers_block_weights_and_bn_statistics(stepped):
     model, pairs, _, _ = stepped
     paths = [online.path for online, _ in pairs]
-    assert len(pairs) == 24  # EfficientNetB0 block7a + top: 16 trainable + 8 BN moving statistics
+    assert len(pairs) == 24  # the final stage (one block, as in B0) + top: 16 trainable + 8 BN moving statistics
     assert sum(p.endswith(("moving_mean", "moving_variance")) for p in paths) == 8
-    assert all(p.startswith(("block7a_", "top_")) for p in paths)
+    assert all(p.startswith(("block4a_", "top_")) for p in paths)  # test_efficientnet's last stage is 4
     for online, anchor in pairs:
         assert anchor is not online and anchor.dtype == "float32" and not anchor.trainable
         assert anchor.aggregation == "mean"
@@ -64,7 +64,7 @@ def test_anchor_variables_never_receive_gradients(stepped):
     # The branch still passes gradients to the trunk: the anchor features depend on it.
     features = model.feature_model()
     x, _ = batch(2)
-    trunk_kernel = model.get_layer("trunk").get_layer("block6a_expand_conv").kernel
+    trunk_kernel = model.get_layer("trunk").get_layer("block3a_expand_conv").kernel
     with tf.GradientTape() as tape:
         anchor_sum = tf.reduce_sum(features(x)["anchor"])
     gradient = tape.gradient(anchor_sum, trunk_kernel.value)

@@ -14,7 +14,7 @@ import pytest
 from keras_mamsf.cli.main import main
 from keras_mamsf.training.config import ConfigError, TrainConfig
 
-SMALL = ["--set", "image_size=32", "--set", "batch_size=6", "--set", "fusion_filters=8", "--set", "n_boot=50",
+SMALL = ["--set", "backbone=test_efficientnet", "--set", "image_size=32", "--set", "batch_size=6", "--set", "fusion_filters=8", "--set", "n_boot=50",
          "--set", "val_fraction=0.3", "--set", "warmup_epochs=0.5", "--set", "learning_rate=0.003"]
 
 
@@ -88,7 +88,7 @@ def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(root, tmp_pat
     deadline = time.time() + 600
     while time.time() < deadline and process.poll() is None:
         if metadata.is_file() and metadata.read_text().strip():  # epoch 1 done and backed up
-            time.sleep(0.3)  # into epoch 2's steps (it takes seconds), well before it ends
+            time.sleep(0.1)  # into epoch 2, well before it ends
             break
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be killed in epoch 2"

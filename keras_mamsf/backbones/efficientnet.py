@@ -27,6 +27,21 @@ def EfficientNetLite0(include_top=False, weights=None, input_shape=None):
                         include_top=include_top, weights=weights, input_shape=input_shape)
 
 
+def TestEfficientNet(include_top=False, weights=None, input_shape=None):
+    """A four-stage EfficientNet at a quarter of B0's width, for tests and smoke runs (timm's
+    `test_efficientnet` convention): B0's stages 1-3 with one block each, then B0's final stage
+    (`block4a_*`, expansion 6, squeeze-and-excitation, swish) and `top_*`, built by the same
+    Keras builder, so it splits, anchors, saves and exports like B0 at a tenth of its trace and
+    compile time. ~60k parameters, output stride 8: not a model to train for real."""
+    if weights == "imagenet":
+        raise ValueError("test_efficientnet has no ImageNet weights: it exists for tests and smoke runs")
+    efficientnet, default_blocks = efficientnet_builder()
+    blocks = [dict(default_blocks[0]), dict(default_blocks[1], repeats=1), dict(default_blocks[2], repeats=1),
+              dict(default_blocks[-1], filters_in=default_blocks[2]["filters_out"])]
+    return efficientnet(0.25, 1.0, 224, blocks_args=blocks, name="test_efficientnet", include_top=include_top,
+                        weights=weights, input_shape=input_shape)
+
+
 BACKBONES = {
     "efficientnetb0": keras.applications.EfficientNetB0,
     "efficientnetb1": keras.applications.EfficientNetB1,
@@ -42,6 +57,7 @@ BACKBONES = {
     "efficientnetv2b3": keras.applications.EfficientNetV2B3,
     "efficientnetv2s": keras.applications.EfficientNetV2S,
     "efficientnet_lite0": EfficientNetLite0,
+    "test_efficientnet": TestEfficientNet,
 }
 
 _STAGE = re.compile(r"^block(\d+)[a-z]+_")

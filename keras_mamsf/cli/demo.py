@@ -19,7 +19,7 @@ def add_parser(commands, name):
         name,
         help="train MAMSF and its anchor=None baseline on synthetic data, compare them, export MAMSF",
         description="Writes a SYNTHETIC dataset in the NIH ChestX-ray14 layout under OUT/data (or reads --data ROOT), "
-        "trains MAMSF (EfficientNetB0 from scratch, --anchor, default branch) and the same network with anchor=None "
+        "trains MAMSF (--backbone, default EfficientNetB0, from scratch; --anchor, default branch) and the same network with anchor=None "
         "under the same budget, evaluates both on the patient-disjoint test split (per-class AUC with patient-"
         "bootstrap 95%% CIs), compares them (DeLong, paired bootstrap), and exports MAMSF to int8 TFLite and ONNX "
         "with parity gates. Each run is a `mamsf train` run folder under OUT/runs (resumable).",
@@ -33,6 +33,8 @@ def add_parser(commands, name):
                         "BatchNorm statistics catch up in a short run)")
     parser.add_argument("--anchor", default="branch", choices=["branch", "shadow", "inplace"],
                         help="the anchored mode compared with anchor=None (default: branch)")
+    parser.add_argument("--backbone", default="efficientnetb0",
+                        help="the backbone of both models, a `mamsf train` backbone name (default: efficientnetb0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--on-bad-image", default="skip", choices=["skip", "error"],
                         help="with --data: skip and count images that are missing or do not decode, or stop")
@@ -48,13 +50,15 @@ def add_parser(commands, name):
 def demo_config(args, anchor):
     from keras_mamsf.training.config import TrainConfig
 
-    return TrainConfig(image_size=args.size, channels=1, anchor=anchor, epochs=args.epochs, batch_size=args.batch_size,
+    return TrainConfig(backbone=args.backbone, image_size=args.size, channels=1, anchor=anchor, epochs=args.epochs,
+                       batch_size=args.batch_size,
                        learning_rate=3e-3, warmup_epochs=0.0, loss="bce", augment=False, fusion_filters=64,
                        val_fraction=0.2, class_aware=True, seed=args.seed, n_boot=1000)
 
 
 def run(args):
     from keras_mamsf.cli.main import CommandError
+    from keras_mamsf.training.config import ConfigError
 
     if args.images < 8 or args.epochs < 1 or args.batch_size < 1 or args.size < 32:
         raise CommandError(f"--images must be >= 8, --size >= 32 and --epochs, --batch-size >= 1 (got {args.images}, "
@@ -65,7 +69,11 @@ def run(args):
     root = args.data
     synthetic = root is None
     anchors = (args.anchor, "none")
-    say(f"mamsf demo: trains MAMSF (EfficientNetB0 from scratch, anchor={args.anchor}) and the same network with "
+    try:
+        configs = {anchor: demo_config(args, anchor) for anchor in anchors}
+    except ConfigError as error:
+        raise CommandError(str(error).replace("backbone must", "--backbone must")) from None
+    say(f"mamsf demo: trains MAMSF ({args.backbone} from scratch, anchor={args.anchor}) and the same network with "
         f"anchor=None, {args.epochs} epochs each at {args.size} px, on "
         + (f"{args.images} SYNTHETIC images (drawn, not chest X-rays)" if synthetic else root)
         + "; evaluates both on the patient-disjoint test split with 95% CIs, compares them, and exports MAMSF to "
@@ -81,7 +89,7 @@ def run(args):
     runs = {}
     for anchor in anchors:
         say(f"\n[{anchors.index(anchor) + 1}/{len(anchors) + 1}] training anchor={anchor} -> {args.out}/runs/{anchor}")
-        runs[anchor] = train(demo_config(args, anchor), root, os.path.join(args.out, "runs", anchor),
+        runs[anchor] = train(configs[anchor], root, os.path.join(args.out, "runs", anchor),
                              distribute=args.distribute, on_bad_image=args.on_bad_image,
                              verbose=0 if args.json else "epoch", log=say)
     from keras_mamsf.evaluation import Predictions, compare_predictions

@@ -47,4 +47,8 @@ def main(argv=None, prog=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m keras_mamsf.cli.main`: run the imported module's main, whose CommandError is the
+    # class the commands raise (this file's own copy, __main__.CommandError, is a different class).
+    from keras_mamsf.cli.main import main as package_main
+
+    sys.exit(package_main())
