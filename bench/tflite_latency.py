@@ -5,7 +5,9 @@ per-op-type time table for the int8 and float32 files.
         [--channels 1] [--calibration-data ROOT] [--rounds 15] [--runs 20] [--threads 1,2]
         [--exports DIR] [--keep DIR] [--no-profile] [--json] [--report FILE]
 
-Without --model it builds MAMSF (random init, anchor "branch") on --backbone at --size; --exports
+Without --model it builds MAMSF (random init, anchor "branch", its anchor moved off the online
+weights as a trained model's is: equal blocks would be merged by the converter) on --backbone at
+--size; --exports
 DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep) instead of exporting.
 The variants are exported with `keras_mamsf.export.export_model` (calibration: the training split of
 --calibration-data, else of a small SYNTHETIC NIH-layout root written to a temporary folder;
@@ -206,6 +208,12 @@ def main(argv=None):
             activation = args.fusion_activation or ("relu6" if "lite" in args.backbone else "swish")
             model = mamsf.build_model(args.backbone, input_shape=(args.size, args.size, args.channels),
                                       fusion_activation=activation)
+            # At init the anchor equals the online block, and the converter then merges the two
+            # identical blocks of "branch" into one: move the anchor off, as training does.
+            rng = np.random.default_rng(0)
+            for _, anchor in model.anchor_pairs():
+                value = np.asarray(anchor.numpy())
+                anchor.assign(value * (1 + 0.01 * rng.standard_normal(value.shape)).astype(value.dtype))
             model_path = mamsf.save_model(model, os.path.join(work, "model.keras"))
         data = args.calibration_data
         if data is None:
