@@ -106,11 +106,11 @@ def measure_ours(args):
     print(f"backend {keras.backend.backend()} on {device}, policy {policy}, {args.backbone} {args.size}px, "
           f"batch {args.batch}", flush=True)
 
-    models, solo, warmup = {}, {}, {}
+    models, solo, warmup, warmup_losses = {}, {}, {}, {}
     for mode in args.modes:
         model = build_bench_model(args.backbone, args.size, mode, policy, args.learning_rate)
         started = time.perf_counter()
-        warmup_loss = _fit(model, x, y, args.warmup_steps)
+        warmup_loss = warmup_losses[mode] = _fit(model, x, y, args.warmup_steps)
         warmup[mode] = time.perf_counter() - started
         elapsed, loss = _timed_fit(model, x, y, args.steps)
         solo[mode] = args.batch * args.steps / elapsed
@@ -143,6 +143,7 @@ def measure_ours(args):
         "ratio_to_none": {
             m: statistics.median(b / a for a, b in zip(s, seconds["none"])) for m, s in seconds.items()
         },
+        "warmup_loss": {m: (v if math.isfinite(v) else None) for m, v in warmup_losses.items()},
         "final_loss": {m: (v if math.isfinite(v) else None) for m, v in losses.items()},  # JSON has no NaN
         "loss_finite": {m: math.isfinite(v) for m, v in losses.items()},
         "anchor_steps": {
