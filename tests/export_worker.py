@@ -16,6 +16,8 @@ rest of the suite. This file only produces; the tests hold the assertions. It pr
   through `export_model` as float32 TFLite (must pass) and float16 TFLite under a gate
   that cannot hold (must be reported failed, with its figures). Between them, every TFLite
   variant is converted and run once.
+- `b0_out/`: EfficientNetB0 "branch" (random init, anchor moved off the online weights) to float32
+  TFLite and ONNX under the exact gate: the real backbone through the converters.
 - `mode_{shadow,inplace,None}/`: the other anchor modes exported to SavedModel, float32 TFLite and
   ONNX (the toy model of conftest, with an anchor unlike the online weights).
 - `eval_keras/`: `mamsf evaluate` of `model.keras` on the root's test split, thresholds from val;
@@ -74,7 +76,7 @@ def produce(out_dir):
                           quantize=["float32", "float16"], parity_data=root, parity_images=16,
                           gates={"exact": {"max_dp": 1e-4}, "quantized": impossible})
 
-    # The other three anchor modes (branch is `out/`, B0 trained; mixed precision is `mixed_out/`): the
+    # The other three anchor modes (branch is `out/`, trained; mixed precision is `mixed_out/`): the
     # toy model (a conv-BN block in the same MomentumAnchor, 14 outputs; an EfficientNet export per
     # mode would cost minutes of the suite) with an anchor unlike the online weights, to SavedModel, float32
     # TFLite and ONNX under the exact gate.
@@ -92,6 +94,18 @@ def produce(out_dir):
                                    parity_data=root, parity_images=8, gates={"exact": {"max_dp": 1e-4}})
         modes[str(mode)] = {"model": path, "out": mode_out, "ok": mode_report["ok"]}
 
+    # EfficientNetB0 itself, "branch" with its anchor moved off (else the converter merges the two
+    # equal final blocks): the real backbone through the float32 TFLite and ONNX converters.
+    keras.utils.set_random_seed(2)
+    b0 = mamsf.build_model(input_shape=(SIZE, SIZE, 1), anchor="branch", fusion_filters=8, dropout=0.0)
+    for _, anchor in b0.anchor_pairs():
+        anchor.assign(anchor.value * 0.9 + 0.01)
+    b0_path = mamsf.save_model(b0, os.path.join(out_dir, "b0.keras"))
+    b0_report = export_model(b0_path, os.path.join(out_dir, "b0_out"), formats=["tflite", "onnx"],
+                             quantize=["float32"], parity_data=root, parity_images=8,
+                             gates={"exact": {"max_dp": 1e-4}})
+    b0_result = {"model": b0_path, "out": os.path.join(out_dir, "b0_out"), "ok": b0_report["ok"]}
+
     evaluations = {}
     for name, model_file, extra in (("eval_keras", model_path, ["--thresholds-from", "val"]),
                                     ("eval_int8", os.path.join(out, "model_int8.tflite"),
@@ -100,7 +114,7 @@ def produce(out_dir):
                                   "--n-boot", "200", "--out", os.path.join(out_dir, name), *extra])
     return {"root": root, "model": model_path, "out": out, "code": code, "mixed": mixed_path,
             "mixed_out": os.path.join(out_dir, "mixed_out"), "mixed_ok": report["ok"],
-            "mixed_failed": report["failed"], "evaluations": evaluations, "modes": modes,
+            "mixed_failed": report["failed"], "evaluations": evaluations, "modes": modes, "b0": b0_result,
             **{name: os.path.join(out_dir, name) for name in evaluations}}
 
 

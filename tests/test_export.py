@@ -290,7 +290,7 @@ def test_export_exits_non_zero_when_an_artifact_fails(tmp_path, monkeypatch, cap
 
 @pytest.mark.parametrize("mode", ["shadow", "inplace", "None"])
 def test_every_anchor_mode_exports_within_1e_4_of_keras(exported, mode):
-    """Branch is checked above on the trained B0; here the other modes on the toy model, whose
+    """Branch is checked above on the trained test model; here the other modes on the toy model, whose
     anchor weights differ from the online ones (so "shadow" must read the anchor, the others not)."""
     result = exported["modes"][mode]
     assert result["ok"], result
@@ -303,6 +303,26 @@ def test_every_anchor_mode_exports_within_1e_4_of_keras(exported, mode):
     if mode == "shadow":  # the check can fail: its anchor path computes other features than the online one
         features = model.feature_model().predict(images, verbose=0)
         assert np.abs(features["online"] - features["anchor"]).max() > 1e-3
+
+
+def test_efficientnet_b0_exports_within_1e_4_of_keras(exported):
+    """The suite's models use test_efficientnet; B0 itself, with both final blocks of "branch", goes
+    through the float32 TFLite and ONNX converters once."""
+    result = exported["b0"]
+    assert result["ok"], result
+    model = mamsf.load_model(result["model"])
+    assert model.get_config()["build_arguments"]["backbone"] == "efficientnetb0"
+    assert sum(layer.name.startswith("block7a_dwconv") for layer in model.anchor_layers[0].block.layers) == 1
+    images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 1)).astype("float32")
+    reference = model.predict(images, verbose=0)
+    for name in ("model_float32.tflite", "model.onnx"):
+        probs = load_runner(os.path.join(result["out"], name)).predict(images)["probs"]
+        assert np.abs(probs - reference).max() <= 1e-4, name
+    from ai_edge_litert.interpreter import Interpreter
+
+    ops = [op["op_name"] for op in Interpreter(model_path=os.path.join(result["out"], "model_float32.tflite"))
+           ._get_ops_details()]
+    assert ops.count("DEPTHWISE_CONV_2D") == 17  # B0's 16 blocks + the anchor's copy of block7a: not merged
 
 
 def test_predict_warns_when_the_manifest_says_the_file_failed(exported, tmp_path, capsys):

@@ -45,7 +45,7 @@ def test_float16_overflow_step_changes_neither_weights_nor_anchor(float32_policy
     assert all(a.dtype == "float32" for a in anchors)
 
 
-@pytest.mark.slow  # 20 graph steps of B0 (~55 s); the JAX worker checks bfloat16 too
+@pytest.mark.slow  # 20 graph steps; the JAX worker checks bfloat16 too
 def test_bfloat16_training_stays_finite_for_20_steps(float32_policy):
     model = tiny_model("branch", dtype_policy="mixed_bfloat16")
     assert model.get_layer("probs").compute_dtype == "float32"

@@ -18,7 +18,7 @@ def anchor_state(model):
 def test_round_trip_and_resume(tmp_path, anchor):
     keras.utils.set_random_seed(11)
     model = tiny_model(anchor, anchor_decay=0.7, anchor_warmup=True)
-    # Eager steps: tracing Adam over a B0 graph costs ~45 s on CPU, more than the test itself.
+    # Eager steps: tracing Adam over an EfficientNet graph costs more on CPU than the test itself.
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", run_eagerly=True)
     x, y = batch(8)
     for _ in range(2):
