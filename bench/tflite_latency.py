@@ -71,19 +71,28 @@ def _ratio_summary(numerator, denominator):
     return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
 
 
+def _ready(path, threads, image, **options):
+    """The .tflite at `path` in a LiteRT interpreter, tensors allocated, `image` (float, 0..255)
+    set as its input with the file's own quantization."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from keras_mamsf.export.runtime import quantize
+
+    interpreter = Interpreter(model_path=path, num_threads=threads, **options)
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    interpreter.set_tensor(detail["index"], quantize(image, detail))
+    return interpreter
+
+
 class Bare:
     """One .tflite file in the LiteRT interpreter: `invoke` with its input set once, and the
     end-to-end path of `mamsf predict` (the library's runner) on the same float image."""
 
     def __init__(self, path, threads, image):
-        from ai_edge_litert.interpreter import Interpreter
+        from keras_mamsf.export.runtime import LiteRTRunner
 
-        from keras_mamsf.export.runtime import LiteRTRunner, quantize
-
-        self.interpreter = Interpreter(model_path=path, num_threads=threads)
-        self.interpreter.allocate_tensors()
-        detail = self.interpreter.get_input_details()[0]
-        self.interpreter.set_tensor(detail["index"], quantize(image, detail))
+        self.interpreter = _ready(path, threads, image)
         self.runner = LiteRTRunner(path, num_threads=threads)
         self.image = image
 
@@ -102,20 +111,14 @@ def op_profile(path, image, threads, runs):
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_litert.tools import flatbuffer_utils
 
-    from keras_mamsf.export.runtime import quantize
+    from keras_mamsf.export import edgetpu
 
-    whole = Interpreter(model_path=path, num_threads=threads, experimental_preserve_all_tensors=True)
-    whole.allocate_tensors()
-    detail = whole.get_input_details()[0]
-    whole.set_tensor(detail["index"], quantize(image, detail))
+    whole = _ready(path, threads, image, experimental_preserve_all_tensors=True)  # every tensor's value
     whole.invoke()
-    timed = Interpreter(model_path=path, num_threads=threads)
-    timed.allocate_tensors()
-    detail = timed.get_input_details()[0]
-    timed.set_tensor(detail["index"], quantize(image, detail))
-    whole_s = _median_s(timed.invoke, runs)
+    whole_s = _median_s(_ready(path, threads, image).invoke, runs)  # kept tensors change the memory plan
 
     model = flatbuffer_utils.read_model(path)
+    names = [code["op"] for code in edgetpu.opcodes(model)]
     graph = model.subgraphs[0]
     operators, inputs, outputs = list(graph.operators), list(graph.inputs), list(graph.outputs)
     signatures = model.signatureDefs
@@ -128,7 +131,7 @@ def op_profile(path, image, threads, runs):
     rows = []
     try:
         for index, operator in enumerate(operators):
-            name = flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex) or "CUSTOM"
+            name = names[operator.opcodeIndex]
             feeds = [i for i in operator.inputs if i >= 0 and not constant(i)]
             graph.operators, graph.inputs, graph.outputs = [operator], feeds, list(operator.outputs)
             single = Interpreter(model_content=bytes(flatbuffer_utils.convert_object_to_bytearray(model)),
@@ -189,11 +192,14 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",")]
     variants = parse_variants(args.quantize)
     work = tempfile.mkdtemp(prefix="mamsf_tflite_bench_")
-    report = {"size": args.size, "rounds": args.rounds, "runs": args.runs, "threads": threads, "variants": {}}
+    report = {"rounds": args.rounds, "runs": args.runs, "threads": threads, "variants": {}}
     manifest = None
     if args.exports:
         out_dir = args.exports
         variants = [v for v in variants if os.path.isfile(os.path.join(out_dir, tflite_name(v)))]
+        if not variants:
+            parser.error(f"--exports {out_dir}: none of {', '.join(map(tflite_name, parse_variants(args.quantize)))} "
+                         "is there")
         manifest_path = os.path.join(out_dir, "manifest.json")
         if os.path.isfile(manifest_path):
             with open(manifest_path, encoding="utf-8") as handle:
@@ -231,6 +237,7 @@ def main(argv=None):
     from keras_mamsf.export.runtime import LiteRTRunner
 
     shape = LiteRTRunner(paths[variants[0]]).input_shape
+    report["input_shape"] = list(shape)
     image = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32")
     for variant in variants:
         entry = (manifest or {}).get("artifacts", {}).get(tflite_name(variant), {})

@@ -19,7 +19,8 @@ CLASSES = 3
 
 def tiny_model(anchor="branch", **kwargs):
     """The real MAMSF model at test size: `build_model` on the four-stage `test_efficientnet`
-    backbone (B0's blocks and names, a tenth of its trace time); pass `backbone=` for B0 itself."""
+    backbone (B0's final block on a short trunk, a third of B0's graph-building time); pass
+    `backbone=` for B0 itself."""
     options = dict(input_shape=(IMAGE, IMAGE, 3), num_classes=CLASSES, anchor=anchor, fusion_filters=8, dropout=0.0,
                    backbone="test_efficientnet")
     options.update(kwargs)

@@ -47,6 +47,14 @@ def build(policy=None):
                              anchor_decay=0.5, anchor_warmup=False, dtype_policy=policy)
 
 
+def move_anchor_off(model, factor):
+    """anchor <- factor * anchor + 0.01: anchor weights unlike the online ones, as after training
+    (equal ones would let "shadow" pass by reading the wrong path, and let the converter merge the
+    two final blocks of "branch")."""
+    for _, anchor in model.anchor_pairs():
+        anchor.assign(anchor.value * factor + 0.01)
+
+
 def produce(out_dir):
     from keras_mamsf.cli.main import main
     from keras_mamsf.data import nih, splits
@@ -86,20 +94,18 @@ def produce(out_dir):
     for mode in ("shadow", "inplace", None):
         keras.utils.set_random_seed(1)
         model = toy_model(mode, classes=14)
-        for _, anchor in model.anchor_pairs():
-            anchor.assign(anchor.value * 0.8 + 0.01)
+        move_anchor_off(model, 0.8)
         path = mamsf.save_model(model, os.path.join(out_dir, f"mode_{mode}.keras"))
         mode_out = os.path.join(out_dir, f"mode_{mode}")
         mode_report = export_model(path, mode_out, formats=["savedmodel", "tflite", "onnx"], quantize=["float32"],
                                    parity_data=root, parity_images=8, gates={"exact": {"max_dp": 1e-4}})
         modes[str(mode)] = {"model": path, "out": mode_out, "ok": mode_report["ok"]}
 
-    # EfficientNetB0 itself, "branch" with its anchor moved off (else the converter merges the two
-    # equal final blocks): the real backbone through the float32 TFLite and ONNX converters.
+    # EfficientNetB0 itself, "branch" with its anchor moved off: the real backbone through the float32
+    # TFLite and ONNX converters.
     keras.utils.set_random_seed(2)
     b0 = mamsf.build_model(input_shape=(SIZE, SIZE, 1), anchor="branch", fusion_filters=8, dropout=0.0)
-    for _, anchor in b0.anchor_pairs():
-        anchor.assign(anchor.value * 0.9 + 0.01)
+    move_anchor_off(b0, 0.9)
     b0_path = mamsf.save_model(b0, os.path.join(out_dir, "b0.keras"))
     b0_report = export_model(b0_path, os.path.join(out_dir, "b0_out"), formats=["tflite", "onnx"],
                              quantize=["float32"], parity_data=root, parity_images=8,

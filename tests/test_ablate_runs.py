@@ -32,8 +32,8 @@ anchor_decay = 0.999
 anchor = "branch"
 anchor_decay = 0.9
 """
-SETTINGS = ["--set", "backbone=test_efficientnet", "--set", "image_size=64", "--set", "epochs=2", "--set", "batch_size=16", "--set", "fusion_filters=16",
-            "--set", "n_boot=50", "--set", "drift_per_class=4", "--set", "learning_rate=0.003", "--seeds", "2",
+SETTINGS = ["--set", "backbone=test_efficientnet", "--set", "image_size=64", "--set", "epochs=2", "--set",
+            "batch_size=16", "--set", "fusion_filters=16", "--set", "n_boot=50", "--set", "drift_per_class=4", "--set", "learning_rate=0.003", "--seeds", "2",
             "--progress", "none"]
 RUNS = [f"{cell}/seed{seed}" for cell in ("none", "branch", "branch_decay_0.9") for seed in (0, 1)]
 

@@ -318,10 +318,11 @@ def test_efficientnet_b0_exports_within_1e_4_of_keras(exported):
     for name in ("model_float32.tflite", "model.onnx"):
         probs = load_runner(os.path.join(result["out"], name)).predict(images)["probs"]
         assert np.abs(probs - reference).max() <= 1e-4, name
-    from ai_edge_litert.interpreter import Interpreter
+    from keras_mamsf.export import edgetpu
 
-    ops = [op["op_name"] for op in Interpreter(model_path=os.path.join(result["out"], "model_float32.tflite"))
-           ._get_ops_details()]
+    tflite = edgetpu.read_model(os.path.join(result["out"], "model_float32.tflite"))
+    codes = edgetpu.opcodes(tflite)
+    ops = [codes[op.opcodeIndex]["op"] for op in tflite.subgraphs[0].operators]
     assert ops.count("DEPTHWISE_CONV_2D") == 17  # B0's 16 blocks + the anchor's copy of block7a: not merged
 
 

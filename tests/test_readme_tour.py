@@ -13,8 +13,8 @@ from keras_mamsf.cli.main import main
 ROOT = Path(__file__).resolve().parents[1]
 SMALLER = {"--images 2000": "--images 64", "--size 128": "--size 48", "image_size=64": "image_size=32",
            "epochs=8": "epochs=1"}
-EXTRA = {"train": ["--set", "backbone=test_efficientnet", "--set", "fusion_filters=8", "--set", "batch_size=8", "--set", "n_boot=50", "--set",
-                   "val_fraction=0.3", "--progress", "none"],
+EXTRA = {"train": ["--set", "backbone=test_efficientnet", "--set", "fusion_filters=8", "--set", "batch_size=8",
+                   "--set", "n_boot=50", "--set", "val_fraction=0.3", "--progress", "none"],
          "evaluate": ["--n-boot", "50"], "compare": ["--n-boot", "50"],
          "export": ["--calibration-images", "24", "--parity-images", "16"]}
 

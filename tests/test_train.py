@@ -14,8 +14,8 @@ import pytest
 from keras_mamsf.cli.main import main
 from keras_mamsf.training.config import ConfigError, TrainConfig
 
-SMALL = ["--set", "backbone=test_efficientnet", "--set", "image_size=32", "--set", "batch_size=6", "--set", "fusion_filters=8", "--set", "n_boot=50",
-         "--set", "val_fraction=0.3", "--set", "warmup_epochs=0.5", "--set", "learning_rate=0.003"]
+SMALL = ["--set", "backbone=test_efficientnet", "--set", "image_size=32", "--set", "batch_size=6", "--set",
+         "fusion_filters=8", "--set", "n_boot=50", "--set", "val_fraction=0.3", "--set", "warmup_epochs=0.5", "--set", "learning_rate=0.003"]
 
 
 @pytest.fixture(scope="module")

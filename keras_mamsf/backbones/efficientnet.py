@@ -31,8 +31,9 @@ def TestEfficientNet(include_top=False, weights=None, input_shape=None):
     """A four-stage EfficientNet at a quarter of B0's width, for tests and smoke runs (timm's
     `test_efficientnet` convention): B0's stages 1-3 with one block each, then B0's final stage
     (`block4a_*`, expansion 6, squeeze-and-excitation, swish) and `top_*`, built by the same
-    Keras builder, so it splits, anchors, saves and exports like B0 at a tenth of its trace and
-    compile time. ~60k parameters, output stride 8: not a model to train for real."""
+    Keras builder, so it splits, anchors, saves and exports like B0 (a 2-step TensorFlow `fit` of the
+    model at 32 px: 14.5 s against B0's 44.4 s, measured). 44k backbone parameters, output stride
+    8: not a model to train for real."""
     if weights == "imagenet":
         raise ValueError("test_efficientnet has no ImageNet weights: it exists for tests and smoke runs")
     efficientnet, default_blocks = efficientnet_builder()

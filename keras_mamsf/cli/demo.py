@@ -19,8 +19,8 @@ def add_parser(commands, name):
         name,
         help="train MAMSF and its anchor=None baseline on synthetic data, compare them, export MAMSF",
         description="Writes a SYNTHETIC dataset in the NIH ChestX-ray14 layout under OUT/data (or reads --data ROOT), "
-        "trains MAMSF (--backbone, default EfficientNetB0, from scratch; --anchor, default branch) and the same network with anchor=None "
-        "under the same budget, evaluates both on the patient-disjoint test split (per-class AUC with patient-"
+        "trains MAMSF (--backbone, default EfficientNetB0, from scratch; --anchor, default branch) and the same "
+        "network with anchor=None under the same budget, evaluates both on the patient-disjoint test split (per-class AUC with patient-"
         "bootstrap 95%% CIs), compares them (DeLong, paired bootstrap), and exports MAMSF to int8 TFLite and ONNX "
         "with parity gates. Each run is a `mamsf train` run folder under OUT/runs (resumable).",
     )
@@ -51,9 +51,8 @@ def demo_config(args, anchor):
     from keras_mamsf.training.config import TrainConfig
 
     return TrainConfig(backbone=args.backbone, image_size=args.size, channels=1, anchor=anchor, epochs=args.epochs,
-                       batch_size=args.batch_size,
-                       learning_rate=3e-3, warmup_epochs=0.0, loss="bce", augment=False, fusion_filters=64,
-                       val_fraction=0.2, class_aware=True, seed=args.seed, n_boot=1000)
+                       batch_size=args.batch_size, learning_rate=3e-3, warmup_epochs=0.0, loss="bce", augment=False,
+                       fusion_filters=64, val_fraction=0.2, class_aware=True, seed=args.seed, n_boot=1000)
 
 
 def run(args):
