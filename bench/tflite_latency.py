@@ -20,7 +20,7 @@ Latency, batch 1, one fixed image, in the LiteRT interpreter (`ai-edge-litert`, 
 Machines drift (frequency, neighbours), so the variants are measured in interleaved rounds (each
 round: every variant, --runs calls each after warm-up, in an order that alternates round by round),
 and the int8/float32 ratio is the **median of the per-round ratios**, with its lowest and highest
-round. The Keras baseline is the float32 inference model as a `tf.function`, batch 1, all cores.
+round and a 95% bootstrap interval of that median over the rounds. The Keras baseline is the float32 inference model as a `tf.function`, batch 1, all cores.
 
 Per-op profile: LiteRT's Python API has no op profiler, so each operator of the graph is cut out
 into a one-operator model (its tensors, buffers and quantization unchanged; its non-constant
@@ -66,9 +66,16 @@ def _interleaved(calls, rounds, runs):
     return per_round
 
 
-def _ratio_summary(numerator, denominator):
-    ratios = [a / b for a, b in zip(numerator, denominator)]
-    return {"median": statistics.median(ratios), "low": min(ratios), "high": max(ratios)}
+def _ratio_summary(numerator, denominator, resamples=2000, seed=0):
+    """The median of the per-round ratios, its lowest and highest round, and a 95% bootstrap
+    interval of the median over the rounds (is the figure *reliably* under a target?)."""
+    import numpy as np
+
+    ratios = np.asarray([a / b for a, b in zip(numerator, denominator)])
+    picks = np.random.default_rng(seed).integers(0, len(ratios), (resamples, len(ratios)))
+    medians = np.median(ratios[picks], axis=1)
+    return {"median": float(np.median(ratios)), "low": float(ratios.min()), "high": float(ratios.max()),
+            "ci95": [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]}
 
 
 def _ready(path, threads, image, **options):
@@ -315,7 +322,8 @@ def _print(report, args, threads):
             print(f"int8 / float32 size: {value:.3f}")
         else:
             print(f"int8 / float32 {key.replace('_', ' ')}: median of per-round ratios {value['median']:.3f} "
-                  f"(rounds {value['low']:.3f} .. {value['high']:.3f})")
+                  f"(95% CI {value['ci95'][0]:.3f} .. {value['ci95'][1]:.3f}; rounds {value['low']:.3f} .. "
+                  f"{value['high']:.3f})")
     if "profile" in report:
         variants = list(report["profile"])
         print(f"\nper-op-type time at {max(threads)} thread(s), each op alone (ms; count)")

@@ -151,6 +151,7 @@ def test_manifest_and_labels_sit_beside_the_artifacts(exported):
     assert manifest["thresholds"]["values"] == {label: 0.5 for label in CHESTXRAY14_LABELS}
     assert manifest["versions"]["tensorflow"] and manifest["versions"]["keras"]
     assert manifest["parity_data"]["images"] == 24 and "test split" in manifest["parity_data"]["source"]
+    assert manifest["graph"]["grayscale_stem"].startswith("folded: grayscale tiling")
     for name, entry in manifest["artifacts"].items():
         path = out / name
         assert path.exists() and entry["size_bytes"] > 0
@@ -324,6 +325,10 @@ def test_efficientnet_b0_exports_within_1e_4_of_keras(exported):
     codes = edgetpu.opcodes(tflite)
     ops = [codes[op.opcodeIndex]["op"] for op in tflite.subgraphs[0].operators]
     assert ops.count("DEPTHWISE_CONV_2D") == 17  # B0's 16 blocks + the anchor's copy of block7a: not merged
+    # The grayscale tiling is folded into a 1-channel stem: the graph starts with the stem convolution,
+    # and its two concatenations are the anchor's and the fusion head's.
+    assert ops[0] == "CONV_2D" and ops.count("CONCATENATION") == 2
+    assert [int(d) for d in tflite.subgraphs[0].tensors[tflite.subgraphs[0].inputs[0]].shape] == [1, 32, 32, 1]
 
 
 def test_predict_warns_when_the_manifest_says_the_file_failed(exported, tmp_path, capsys):

@@ -122,16 +122,24 @@ def test_truncated_png_is_skipped_and_counted_or_stops_the_run(root, tmp_path, c
                           "--set", "epochs=1", *SMALL])
     assert victim.name in err and "not a decodable PNG" in err and not (out / "history.csv").exists()
     assert main(["train", "--data", str(data), "--out", str(out), "--set", "epochs=1", *SMALL, "--progress", "none",
-                 "--json"]) == 0
-    metrics = json.loads(capsys.readouterr().out)
+                 "--set", "precise_bn_images=10", "--json"]) == 0
+    captured = capsys.readouterr()
+    metrics = json.loads(captured.out)
     assert metrics["source"]["skipped_images"] == {"count": 1, "reasons": {"not a PNG": 1}, "first": [victim.name]}
     assert json.loads((out / "summary.json").read_text())["skipped_images"]["count"] == 1
+    # precise_bn: the saved models were re-estimated (and keep their optimizer state)
+    assert "BatchNorm statistics re-estimated from 10 training images in best.keras and final.keras" in captured.err
+    import keras_mamsf as mamsf
+
+    assert int(mamsf.load_model(out / "final.keras").optimizer.iterations.numpy()) > 0
 
 
 @pytest.mark.slow
 def test_jax_backend_runs_a_small_job(root, tmp_path):
     out = tmp_path / "jax"
-    result = subprocess.run(_command("--data", root, "--out", out, "--set", "epochs=1", *SMALL, "--progress", "none"),
+    result = subprocess.run(_command("--data", root, "--out", out, "--set", "epochs=1", *SMALL, "--progress", "none",
+                                     "--set", "precise_bn_images=12"),
                             env=_env("jax"), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on jax" in result.stdout and (out / "metrics.json").is_file() and (out / "best.keras").is_file()
+    assert "BatchNorm statistics re-estimated from 12 training images" in result.stdout

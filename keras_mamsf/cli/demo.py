@@ -10,6 +10,9 @@ import time
 # Synthetic findings drawn strongly enough for a from-scratch B0 to learn them in a few CPU minutes
 # at 64 px (at `mamsf synth`'s default contrast they are meant to be subtle, and it does not).
 DEMO_CONTRAST = 220.0
+# A few hundred steps leave BatchNorm's moving statistics behind the weights and the outputs nearly
+# constant in inference mode (training/precise_bn.py): the demo's models are re-estimated at the end.
+DEMO_PRECISE_BN_IMAGES = 400
 
 
 def add_parser(commands, name):
@@ -52,7 +55,8 @@ def demo_config(args, anchor):
 
     return TrainConfig(backbone=args.backbone, image_size=args.size, channels=1, anchor=anchor, epochs=args.epochs,
                        batch_size=args.batch_size, learning_rate=3e-3, warmup_epochs=0.0, loss="bce", augment=False,
-                       fusion_filters=64, val_fraction=0.2, class_aware=True, seed=args.seed, n_boot=1000)
+                       fusion_filters=64, val_fraction=0.2, class_aware=True, seed=args.seed, n_boot=1000,
+                       precise_bn_images=DEMO_PRECISE_BN_IMAGES)
 
 
 def run(args):

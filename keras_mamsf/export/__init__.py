@@ -6,6 +6,7 @@ from keras_mamsf.utils.lazy import lazy_attributes
 
 _EXPORTS = {"FORMATS": "keras_mamsf.export.exporter", "VARIANTS": "keras_mamsf.export.litert",
             "check_edgetpu": "keras_mamsf.export.edgetpu", "export_model": "keras_mamsf.export.exporter",
-            "inference_model": "keras_mamsf.export.inference", "load_runner": "keras_mamsf.export.runtime"}
+            "inference_model": "keras_mamsf.export.inference", "load_runner": "keras_mamsf.export.runtime",
+            "fold_grayscale_stem": "keras_mamsf.export.folding"}
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

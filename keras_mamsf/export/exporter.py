@@ -4,8 +4,10 @@
                           quantize=("float32", "int8"), calibration_data="data/ChestX-ray14")
     report["ok"]   # False when an artifact failed to convert or failed its parity gate
 
-Every artifact starts from the float32 inference graph (`inference.inference_model`) and is then
-loaded in its own runtime and compared with that Keras model on held-out images (`parity`),
+Every artifact starts from the float32 inference graph (`inference.inference_model`), with a
+grayscale model's RGB tiling folded into its stem convolution where that is exact
+(`folding.fold_grayscale_stem`; the manifest's `graph` says which), and is then loaded in its own
+runtime and compared with the unfolded Keras model on held-out images (`parity`),
 unless `verify=False`. The held-out images are the test split of `parity_data` (or of
 `calibration_data`); with neither, a small synthetic NIH-layout set is drawn for the check and
 the manifest says so.
@@ -18,6 +20,7 @@ import tempfile
 import numpy as np
 
 from keras_mamsf.export import edgetpu, litert, manifest, parity
+from keras_mamsf.export.folding import fold_grayscale_stem
 from keras_mamsf.export.inference import INPUT_NAME, inference_model, input_shape, serving_archive
 from keras_mamsf.export.runtime import load_runner
 from keras_mamsf.utils import atomic_directory, atomic_path
@@ -62,7 +65,9 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         raise ValueError("int8 needs --calibration-data ROOT (an NIH-layout root or a folder of prepared shards)")
     trained = load_model(model_path, compile=False)
     source_sha = manifest.sha256_of(model_path)
-    model = inference_model(trained)
+    model = inference_model(trained)  # the reference of every parity check
+    graph, fold_note = fold_grayscale_stem(model)  # what the artifacts are converted from
+    log(f"graph: {fold_note}")
     height, width, channels = input_shape(model)
     classes = int(model.output["probs"].shape[-1])
     if classes != len(CHESTXRAY14_LABELS):
@@ -96,21 +101,22 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         {"path": os.path.abspath(model_path), "sha256": source_sha, "name": trained.name,
          "anchor": getattr(trained, "anchor_mode", None), "dtype_policy": _training_policy(trained)},
     )
+    record["graph"] = {"grayscale_stem": fold_note}
     record["parity_data"] = None if held_out is None else {"source": held_out["source"],
                                                             "images": len(held_out["images"])}
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".mamsf_export_", dir=out_dir)
     try:
         if "savedmodel" in formats:
-            record["artifacts"][SAVEDMODEL_NAME] = _savedmodel(model, out_dir, held_out, labels, thresholds, gates, log)
+            record["artifacts"][SAVEDMODEL_NAME] = _savedmodel(graph, out_dir, held_out, labels, thresholds, gates, log)
         if "tflite" in formats:
             batch_one = os.path.join(work, "batch1")
-            serving_archive(model, batch_size=1).write_out(batch_one, verbose=False)
+            serving_archive(graph, batch_size=1).write_out(batch_one, verbose=False)
             for variant in variants:
                 record["artifacts"][tflite_name(variant)] = _tflite(
                     batch_one, variant, out_dir, calibration, io_type, held_out, labels, thresholds, gates, log)
         if "onnx" in formats:
-            record["artifacts"][ONNX_NAME] = _onnx(model, out_dir, held_out, labels, thresholds, gates, log)
+            record["artifacts"][ONNX_NAME] = _onnx(graph, out_dir, held_out, labels, thresholds, gates, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if held_out is not None and held_out.get("cleanup"):

@@ -6,6 +6,7 @@ import re
 import keras
 
 from keras_mamsf.utils.atomic import atomic_path
+from keras_mamsf.utils.layers import walk_layers
 
 # "normalization_1/mean" -> "normalization/mean": the suffix Keras adds to a repeated auto-name.
 _SESSION_SUFFIX = re.compile(r"_\d+(?=/)")
@@ -69,3 +70,9 @@ def copy_weights(source, target):
         if tuple(value.shape) != tuple(weight.shape):
             raise ValueError(f"{key}: shape {tuple(value.shape)} in {source.name}, {tuple(weight.shape)} in {target.name}")
         weight.assign(np.asarray(value, dtype=weight.dtype) if "float" in str(weight.dtype) else value)
+    # A Normalization layer computes from copies of its variables made when it was built or loaded
+    # (`finalize_state`): without this, an adapted or ImageNet-normalized backbone would run on in
+    # the target with mean 0 and variance 1.
+    for layer in walk_layers(target):
+        if hasattr(layer, "finalize_state") and layer.weights:
+            layer.finalize_state()

@@ -67,6 +67,9 @@ class TrainConfig:
     seed: int = 0
     # evaluation at the end (on the best checkpoint, test split)
     n_boot: int = 2000
+    # BatchNorm statistics re-estimated from this many training images when training ends (0: off;
+    # training.precise_bn says when a short run needs it)
+    precise_bn_images: int = 0
     # per-class feature drift of both blocks each epoch (DriftMonitor: drift.json, drift.png)
     drift_monitor: bool = False
     drift_per_class: int = 32  # probe images per class, drawn from the validation split
@@ -171,7 +174,7 @@ _RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True
            "learning_rate": (0.0, 10.0, False, True), "weight_decay": (0.0, 1.0, True, True),
            "warmup_epochs": (0.0, 1000.0, True, True), "epochs": (1, 100000, True, True),
            "batch_size": (1, 65536, True, True), "n_boot": (0, 1000000, True, True),
-           "drift_per_class": (1, 100000, True, True)}
+           "drift_per_class": (1, 100000, True, True), "precise_bn_images": (0, 1000000, True, True)}
 
 
 def _coerce(key, value):

@@ -113,8 +113,42 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     best_path = os.path.join(run_dir, "best.keras")
     if not os.path.isfile(best_path):  # no finite validation figure at all (a single-class val split)
         best_path = final_path
+    if config.precise_bn_images:
+        images = _precise_bn(config, parts["train"], shards, sorted({best_path, final_path}))
+        log(f"BatchNorm statistics re-estimated from {images} training images in {os.path.basename(best_path)}"
+            + ("" if best_path == final_path else f" and {os.path.basename(final_path)}"))
     summary = evaluate_run(best_path, parts, config, run_dir, index, config_path, shards)
     return summary
+
+
+def _precise_bn(config, train_records, shards, paths):
+    """Re-estimates the BatchNorm statistics of the saved models at `paths` (rewritten atomically)
+    from `config.precise_bn_images` training images, unaugmented; returns how many were used.
+    On the saved files, after `fit`: outside any distribution strategy, and a rerun of a killed
+    run re-estimates from the same images to the same values."""
+    import keras
+
+    import keras_mamsf as mamsf
+    from keras_mamsf.data.pipeline import make_dataset
+    from keras_mamsf.training.precise_bn import reestimate_batchnorm, training_sample
+
+    batch = min(config.batch_size, 64)
+    if shards is None:
+        chosen = training_sample(config.precise_bn_images, len(train_records), config.seed)
+        dataset = make_dataset([train_records[i] for i in chosen], config.image_size, batch, channels=config.channels)
+    else:
+        from keras_mamsf.data.shards import make_shard_dataset
+
+        dataset = make_shard_dataset(shards, config.image_size, "train", batch, channels=config.channels).unbatch() \
+            .take(config.precise_bn_images).batch(batch)
+    images = [x for x, _ in dataset.as_numpy_iterator()]
+    used = 0
+    for path in paths:
+        keras.utils.set_random_seed(config.seed)  # dropout in training mode: the same statistics on a rerun
+        model = mamsf.load_model(path)  # compiled: the file keeps its optimizer state
+        used = reestimate_batchnorm(model, images)
+        mamsf.save_model(model, path)
+    return used
 
 
 def evaluate_run(model_path, parts, config, run_dir, index, config_path, shards=None):
