@@ -81,6 +81,60 @@ def test_imagenet_offline_fails_in_one_line(monkeypatch):
     assert "weights=None" in message and "weights=PATH" in message
 
 
+def _offline_imagenet(monkeypatch):
+    """Keras' ImageNet build without the network: `get_file` returns a name and `load_weights` sets
+    the Normalization to ImageNet's statistics (as Keras' weight file does; the rest keeps its
+    random init)."""
+    from keras.src.applications import efficientnet
+
+    def fake_load_weights(model, path):
+        normalization = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
+        normalization.adapt_mean.assign(np.asarray([0.485, 0.456, 0.406], "float32"))
+        normalization.adapt_variance.assign(np.asarray(efficientnet.IMAGENET_STDDEV_RGB, "float32") ** 2)
+        normalization.finalize_state()
+
+    monkeypatch.setattr(efficientnet.file_utils, "get_file", lambda name, *args, **kwargs: name)
+    monkeypatch.setattr(keras.Model, "load_weights", fake_load_weights)
+
+
+def _input_dependent(model, images):
+    """BatchNorm statistics from `images`, so that outputs depend on the input (at init they barely do)."""
+    from keras_mamsf.training.precise_bn import reestimate_batchnorm
+
+    reestimate_batchnorm(model, [images])
+    return model
+
+
+def test_an_imagenet_backbone_reloads_to_the_same_function(monkeypatch, tmp_path):
+    """Keras' ImageNet EfficientNet has one more layer than its weights=None build (a Rescaling after the
+    Normalization); a saved model is rebuilt with weights=None, so the scaling is folded into the
+    Normalization at build time, and the saved model reloads to the function it had."""
+    from keras_mamsf.backbones.efficientnet import _imagenet_scaling_folded
+
+    _offline_imagenet(monkeypatch)
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(1).uniform(0, 255, (8, IMAGE, IMAGE, 3)).astype("float32")
+    keras_imagenet = keras.applications.EfficientNetB0(include_top=False, weights="imagenet",
+                                                       input_shape=(IMAGE, IMAGE, 3))
+    assert sum(isinstance(layer, keras.layers.Rescaling) for layer in keras_imagenet.layers) == 2
+    _input_dependent(keras_imagenet, images)
+    expected = keras_imagenet.predict(images, verbose=0)
+    folded = _imagenet_scaling_folded("efficientnetb0", keras_imagenet, (IMAGE, IMAGE, 3))
+    plain = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
+    assert [type(layer) for layer in folded.layers] == [type(layer) for layer in plain.layers]
+    got = folded.predict(images, verbose=0)
+    # float32 rounding of one divided variance, amplified through B0 (without the fold: 0.77 of the largest value)
+    assert np.abs(expected - got).max() <= 1e-3 * np.abs(expected).max()
+
+    model = _input_dependent(mamsf.build_model(input_shape=(IMAGE, IMAGE, 3), weights="imagenet", fusion_filters=8),
+                             images)
+    path = mamsf.save_model(model, tmp_path / "imagenet.keras")
+    logits = [keras.Model(m.inputs, m.get_layer("logits").output).predict(images, verbose=0)
+              for m in (model, mamsf.load_model(path, compile=False))]
+    assert logits[0].std(axis=0).min() > 1e-3  # outputs that depend on the input
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+
+
 def test_weights_from_a_local_file(tmp_path):
     source = load_backbone("test_efficientnet", (IMAGE, IMAGE, 3))
     path = tmp_path / "test_efficientnet_notop.weights.h5"

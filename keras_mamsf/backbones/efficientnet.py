@@ -9,6 +9,7 @@ import os
 import re
 
 import keras
+import numpy as np
 
 from keras_mamsf.utils.keras_internals import efficientnet_builder
 
@@ -84,7 +85,7 @@ def load_backbone(name, input_shape, weights=None):
             raise ValueError(f"backbone weights file {path} must be a .weights.h5 or Keras *_notop.h5 weights file")
         weights = path
     try:
-        return BACKBONES[key](include_top=False, weights=weights, input_shape=tuple(input_shape))
+        backbone = BACKBONES[key](include_top=False, weights=weights, input_shape=tuple(input_shape))
     except Exception as error:  # Keras raises a bare Exception when the download fails
         if weights != "imagenet":
             raise
@@ -94,6 +95,39 @@ def load_backbone(name, input_shape, weights=None):
             f"(train from scratch), weights=PATH to a local {key}_notop.h5 or .weights.h5 file, "
             "or copy Keras' file into ~/.keras/models/ once"
         ) from None
+    if weights == "imagenet":
+        backbone = _imagenet_scaling_folded(key, backbone, input_shape)
+    return backbone
+
+
+def _imagenet_scaling_folded(key, backbone, input_shape):
+    """`backbone` (built with ImageNet weights) in the architecture of its `weights=None` build.
+
+    For ImageNet weights Keras' EfficientNet (B0-B7) adds a `Rescaling(1 / sqrt(stddev))` after its
+    `Normalization` (the original divides by the variance: tensorflow/tensorflow#49930).
+    A saved MAMSF model is rebuilt from its build arguments with `weights=None`, which has no such
+    layer: reloaded, the model would scale its input differently from the one that was trained. Both
+    layers are per-channel affine, so the scaling folds exactly into the normalization's variance
+    ((x - m) / sqrt(v) * r == (x - m) / sqrt(v / r**2)), and the weights go into the `weights=None`
+    build (same weighted layers in the same order). A variant without the extra layer is returned as is.
+    """
+    rescalings = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Rescaling)]
+    normalizations = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization)]
+    if len(rescalings) != 2 or len(normalizations) != 1:
+        return backbone
+    plain = BACKBONES[key](include_top=False, weights=None, input_shape=tuple(input_shape))
+    if len(plain.weights) != len(backbone.weights):
+        raise RuntimeError(f"{key}: the ImageNet and the plain build differ in their weights; cannot fold")
+    for source, target in zip(backbone.weights, plain.weights):
+        if tuple(source.shape) != tuple(target.shape):
+            raise RuntimeError(f"{key}: {source.path} and {target.path} differ in shape; cannot fold")
+        target.assign(source.value)
+    factor = np.asarray(rescalings[1].scale, "float64").reshape(-1)
+    normalization = [layer for layer in plain.layers if isinstance(layer, keras.layers.Normalization)][0]
+    variance = keras.ops.convert_to_numpy(normalization.adapt_variance).astype("float64")
+    normalization.adapt_variance.assign((variance / factor**2).astype("float32"))
+    normalization.finalize_state()
+    return plain
 
 
 def last_stage_prefix(backbone):
