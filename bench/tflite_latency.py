@@ -7,9 +7,8 @@ per-op-type time table for the int8 and float32 files.
 
 Without --model it builds MAMSF (random init, anchor "branch", its anchor moved off the online
 weights as a trained model's is: equal blocks would be merged by the converter) on --backbone at
---size; --exports
-DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep) instead of exporting.
-The variants are exported with `keras_mamsf.export.export_model` (calibration: the training split of
+--size; --exports DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep)
+instead of exporting. The variants are exported with `keras_mamsf.export.export_model` (calibration: the training split of
 --calibration-data, else of a small SYNTHETIC NIH-layout root written to a temporary folder;
 parity on that root's test split).
 
@@ -20,7 +19,8 @@ Latency, batch 1, one fixed image, in the LiteRT interpreter (`ai-edge-litert`, 
 Machines drift (frequency, neighbours), so the variants are measured in interleaved rounds (each
 round: every variant, --runs calls each after warm-up, in an order that alternates round by round),
 and the int8/float32 ratio is the **median of the per-round ratios**, with its lowest and highest
-round and a 95% bootstrap interval of that median over the rounds. The Keras baseline is the float32 inference model as a `tf.function`, batch 1, all cores.
+round and a 95% bootstrap interval of that median over the rounds. The Keras baseline is the float32
+inference model as a `tf.function`, batch 1, all cores.
 
 Per-op profile: LiteRT's Python API has no op profiler, so each operator of the graph is cut out
 into a one-operator model (its tensors, buffers and quantization unchanged; its non-constant

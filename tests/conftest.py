@@ -54,6 +54,14 @@ def batch(n=8, seed=0, size=IMAGE, classes=CLASSES, channels=3):
     return x, y
 
 
+def set_normalization_statistics(layer, mean, variance):
+    """A `keras.layers.Normalization`'s per-channel statistics, as adapting or loading it sets them
+    (the layer computes from copies its `finalize_state` makes of the variables)."""
+    layer.adapt_mean.assign(np.asarray(mean, "float32"))
+    layer.adapt_variance.assign(np.asarray(variance, "float32"))
+    layer.finalize_state()
+
+
 def values(variables):
     """numpy copies of variables (or of computed values such as `optimizer.iterations` under
     gradient accumulation)."""

@@ -6,7 +6,7 @@ import pytest
 
 import keras_mamsf as mamsf
 from keras_mamsf.backbones import load_backbone, split_backbone
-from conftest import IMAGE, batch, tiny_model
+from conftest import IMAGE, batch, set_normalization_statistics, tiny_model
 
 LAST_STAGE = {name: ("block6" if "v2" in name else "block4" if name == "test_efficientnet" else "block7")
               for name in mamsf.BACKBONES}
@@ -89,9 +89,8 @@ def _offline_imagenet(monkeypatch):
 
     def fake_load_weights(model, path):
         normalization = next(layer for layer in model.layers if isinstance(layer, keras.layers.Normalization))
-        normalization.adapt_mean.assign(np.asarray([0.485, 0.456, 0.406], "float32"))
-        normalization.adapt_variance.assign(np.asarray(efficientnet.IMAGENET_STDDEV_RGB, "float32") ** 2)
-        normalization.finalize_state()
+        set_normalization_statistics(normalization, [0.485, 0.456, 0.406],
+                                     np.asarray(efficientnet.IMAGENET_STDDEV_RGB) ** 2)
 
     monkeypatch.setattr(efficientnet.file_utils, "get_file", lambda name, *args, **kwargs: name)
     monkeypatch.setattr(keras.Model, "load_weights", fake_load_weights)

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from conftest import tiny_model
+from conftest import set_normalization_statistics, tiny_model
 from keras_mamsf.export.folding import fold_grayscale_stem
 from keras_mamsf.export.inference import inference_model
 from keras_mamsf.layers.grayscale_to_rgb import GrayscaleToRGB
@@ -29,12 +29,6 @@ def _trained_looking(model, seed=0):
 
 def _normalization(model):
     return next(layer for layer in walk_layers(model) if isinstance(layer, keras.layers.Normalization))
-
-
-def _set_statistics(layer, mean, variance):
-    layer.adapt_mean.assign(np.asarray(mean, "float32"))
-    layer.adapt_variance.assign(np.asarray(variance, "float32"))
-    layer.finalize_state()  # what loading a saved model does: `mean` / `variance` from the variables
 
 
 def _images(count=4, seed=1):
@@ -74,7 +68,7 @@ def test_fold_keeps_a_shared_input_offset_as_a_shift():
     is the same for every channel and folds into one scalar shift before the zero padding."""
     keras.utils.set_random_seed(1)
     model = _trained_looking(tiny_model(input_shape=(SIZE, SIZE, 1), num_classes=14), seed=1)
-    _set_statistics(_normalization(model), [0.45] * 3, [0.06] * 3)
+    set_normalization_statistics(_normalization(model), [0.45] * 3, [0.06] * 3)
     reference = inference_model(model)
     # The float32 rebuild of the export keeps the statistics (it used to run with mean 0, variance 1).
     images = _images()
@@ -90,7 +84,8 @@ def test_fold_keeps_a_shared_input_offset_as_a_shift():
 def test_per_channel_statistics_and_rgb_models_are_left_as_they_are():
     keras.utils.set_random_seed(2)
     model = tiny_model(input_shape=(SIZE, SIZE, 1), num_classes=14)
-    _set_statistics(_normalization(model), [0.485, 0.456, 0.406], [0.229**2, 0.224**2, 0.225**2])  # ImageNet's
+    imagenet_variance = [0.229**2, 0.224**2, 0.225**2]
+    set_normalization_statistics(_normalization(model), [0.485, 0.456, 0.406], imagenet_variance)
     reference = inference_model(model)
     graph, note = fold_grayscale_stem(reference)
     assert graph is reference and note.startswith("not folded") and "differs by channel" in note

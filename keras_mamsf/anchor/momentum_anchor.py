@@ -143,14 +143,16 @@ class MomentumAnchor(keras.layers.Layer):
     def _anchor_forward(self, inputs):
         if self.mode is None:
             return None
-        # Run the online block's own graph with the anchor values substituted for its
-        # variables. Every variable the block reads must be mapped: on JAX the unmapped
-        # ones are purged during fit.
+        with keras.StatelessScope(state_mapping=self.anchor_state_mapping()):
+            return self.block(inputs, training=False)
+
+    def anchor_state_mapping(self):
+        """`[(block variable, value), ...]` for a `keras.StatelessScope` in which the block runs with
+        the anchor's weights: each anchored variable mapped to its anchor, the others to themselves.
+        Every variable the block reads is mapped: on JAX the unmapped ones are purged during fit."""
         paired = {id(w) for w in self._online_weights}
         mapping = list(zip(self._online_weights, self._anchor_weights))
-        mapping += [(v, v.value) for v in self.block.variables if id(v) not in paired]
-        with keras.StatelessScope(state_mapping=mapping):
-            return self.block(inputs, training=False)
+        return mapping + [(v, v.value) for v in self.block.variables if id(v) not in paired]
 
     # -- the anchor update ---------------------------------------------------------
     def update_anchor(self, did_update=True):

@@ -109,19 +109,16 @@ def _imagenet_scaling_folded(key, backbone, input_shape):
     layer: reloaded, the model would scale its input differently from the one that was trained. Both
     layers are per-channel affine, so the scaling folds exactly into the normalization's variance
     ((x - m) / sqrt(v) * r == (x - m) / sqrt(v / r**2)), and the weights go into the `weights=None`
-    build (same weighted layers in the same order). A variant without the extra layer is returned as is.
+    build (the same weights by path). A variant without the extra layer is returned as is.
     """
+    from keras_mamsf.models.io import copy_weights
+
     rescalings = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Rescaling)]
     normalizations = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization)]
     if len(rescalings) != 2 or len(normalizations) != 1:
         return backbone
     plain = BACKBONES[key](include_top=False, weights=None, input_shape=tuple(input_shape))
-    if len(plain.weights) != len(backbone.weights):
-        raise RuntimeError(f"{key}: the ImageNet and the plain build differ in their weights; cannot fold")
-    for source, target in zip(backbone.weights, plain.weights):
-        if tuple(source.shape) != tuple(target.shape):
-            raise RuntimeError(f"{key}: {source.path} and {target.path} differ in shape; cannot fold")
-        target.assign(source.value)
+    copy_weights(backbone, plain)
     factor = np.asarray(rescalings[1].scale, "float64").reshape(-1)
     normalization = [layer for layer in plain.layers if isinstance(layer, keras.layers.Normalization)][0]
     variance = keras.ops.convert_to_numpy(normalization.adapt_variance).astype("float64")

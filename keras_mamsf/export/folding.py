@@ -114,12 +114,13 @@ def _stem_plan(trunk):
 
 def _consumer_counts(trunk):
     """{layer name: how many layer calls read its output} from the functional config."""
+    config = trunk.get_config()  # serializes the whole trunk: once
     counts = {}
-    for entry in trunk.get_config()["layers"]:
+    for entry in config["layers"]:
         for node in entry.get("inbound_nodes", []):
             for name in _history_names(node):
                 counts[name] = counts.get(name, 0) + 1
-    for output in keras.tree.flatten(trunk.get_config()["output_layers"]):
+    for output in keras.tree.flatten(config["output_layers"]):
         if isinstance(output, str):
             counts[output] = counts.get(output, 0) + 1
     return counts

@@ -77,10 +77,7 @@ def _anchor_statistics(anchor):
 def _update_anchor_statistics(anchor, statistics, features):
     """One batch of the anchor's re-estimation: the block in training mode with the anchor's
     weights (the online variables mapped to the anchor's values, so nothing online changes)."""
-    copies = {id(online): copy for online, copy in anchor.anchor_pairs()}
-    mapping = [(variable, copies[id(variable)].value if id(variable) in copies else variable.value)
-               for variable in anchor.block.variables]
-    with keras.StatelessScope(state_mapping=mapping) as scope:
+    with keras.StatelessScope(state_mapping=anchor.anchor_state_mapping()) as scope:
         anchor.block(features, training=True)
         updated = [scope.get_current_value(online) for online, _ in statistics]
     for (_, copy), value in zip(statistics, updated):
