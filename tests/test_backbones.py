@@ -134,6 +134,33 @@ def test_an_imagenet_backbone_reloads_to_the_same_function(monkeypatch, tmp_path
     np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-5)
 
 
+def test_a_local_copy_of_keras_imagenet_file_loads_to_the_same_function(monkeypatch, tmp_path):
+    """Keras adds its ImageNet-only Rescaling for the string "imagenet" alone; the same weights from a
+    local `*_notop.h5` (the offline route the error message names) get it folded in too, once."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    images = np.random.default_rng(1).uniform(0, 255, (8, IMAGE, IMAGE, 3)).astype("float32")
+    with monkeypatch.context() as patch:
+        _offline_imagenet(patch)
+        keras.utils.set_random_seed(0)
+        keras_imagenet = _input_dependent(keras.applications.EfficientNetB0(
+            include_top=False, weights="imagenet", input_shape=(IMAGE, IMAGE, 3)), images)
+    expected = keras_imagenet.predict(images, verbose=0)
+    path = tmp_path / "efficientnetb0_notop.h5"  # the format and name of Keras' published file
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, keras_imagenet)
+    local = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3), weights=str(path))
+    # measured 1.2e-4 of the largest value apart; without the fold 0.92
+    assert np.abs(local.predict(images, verbose=0) - expected).max() <= 1e-3 * np.abs(expected).max()
+
+    # the folded backbone saved by path keeps its function: no second fold
+    resaved = tmp_path / "folded.weights.h5"
+    local.save_weights(resaved)
+    again = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3), weights=str(resaved))
+    np.testing.assert_array_equal(again.predict(images, verbose=0), local.predict(images, verbose=0))
+
+
 def test_weights_from_a_local_file(tmp_path):
     source = load_backbone("test_efficientnet", (IMAGE, IMAGE, 3))
     path = tmp_path / "test_efficientnet_notop.weights.h5"

@@ -47,6 +47,14 @@ def test_efficientnet_builder():
     _loudly(check)
 
 
+def test_efficientnet_imagenet_stddev():
+    def check():
+        stddev = keras_internals.efficientnet_imagenet_stddev()
+        assert len(stddev) == 3 and all(0.2 < value < 0.25 for value in stddev)  # ImageNet's RGB std over [0, 1]
+
+    _loudly(check)
+
+
 def test_jax_state_layout_round_trips_through_a_stateless_scope():
     """The JAX trainer's state order (trainable, non-trainable, optimizer, metrics), exercised
     with the TensorFlow backend's variables; the JAX worker runs it inside `fit`."""

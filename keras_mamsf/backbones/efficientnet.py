@@ -11,7 +11,7 @@ import re
 import keras
 import numpy as np
 
-from keras_mamsf.utils.keras_internals import efficientnet_builder
+from keras_mamsf.utils.keras_internals import efficientnet_builder, efficientnet_imagenet_stddev
 
 
 def EfficientNetLite0(include_top=False, weights=None, input_shape=None):
@@ -62,6 +62,9 @@ BACKBONES = {
     "test_efficientnet": TestEfficientNet,
 }
 
+# The variants whose `weights="imagenet"` build has one more layer than their `weights=None` build.
+IMAGENET_RESCALED = tuple(f"efficientnetb{index}" for index in range(8))
+
 _STAGE = re.compile(r"^block(\d+)[a-z]+_")
 
 
@@ -70,7 +73,9 @@ def load_backbone(name, input_shape, weights=None):
 
     `weights`: None (random init), "imagenet" (downloaded by Keras on first use and
     cached under ~/.keras/models), or the path of a weights file for that variant
-    without top (`.weights.h5`, or the `*_notop.h5` files Keras publishes).
+    without top (`.weights.h5`, or the `*_notop.h5` files Keras publishes). Either way
+    the result has the architecture of the `weights=None` build, the one a saved model
+    is rebuilt with: see `_fold_imagenet_scaling` for B0-B7's ImageNet weights.
     """
     key = str(name).lower()
     if key not in BACKBONES:
@@ -97,20 +102,15 @@ def load_backbone(name, input_shape, weights=None):
         ) from None
     if weights == "imagenet":
         backbone = _imagenet_scaling_folded(key, backbone, input_shape)
+    elif weights is not None and key in IMAGENET_RESCALED and _holds_imagenet_file_statistics(backbone):
+        _fold_imagenet_scaling(backbone, 1.0 / np.sqrt(efficientnet_imagenet_stddev()))
     return backbone
 
 
 def _imagenet_scaling_folded(key, backbone, input_shape):
-    """`backbone` (built with ImageNet weights) in the architecture of its `weights=None` build.
-
-    For ImageNet weights Keras' EfficientNet (B0-B7) adds a `Rescaling(1 / sqrt(stddev))` after its
-    `Normalization` (the original divides by the variance: tensorflow/tensorflow#49930).
-    A saved MAMSF model is rebuilt from its build arguments with `weights=None`, which has no such
-    layer: reloaded, the model would scale its input differently from the one that was trained. Both
-    layers are per-channel affine, so the scaling folds exactly into the normalization's variance
-    ((x - m) / sqrt(v) * r == (x - m) / sqrt(v / r**2)), and the weights go into the `weights=None`
-    build (the same weights by path). A variant without the extra layer is returned as is.
-    """
+    """`backbone` (built by Keras with `weights="imagenet"`) in the architecture of its `weights=None`
+    build, with the same function (`_fold_imagenet_scaling`). A variant without the extra layer is
+    returned as is."""
     from keras_mamsf.models.io import copy_weights
 
     rescalings = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Rescaling)]
@@ -119,12 +119,37 @@ def _imagenet_scaling_folded(key, backbone, input_shape):
         return backbone
     plain = BACKBONES[key](include_top=False, weights=None, input_shape=tuple(input_shape))
     copy_weights(backbone, plain)
-    factor = np.asarray(rescalings[1].scale, "float64").reshape(-1)
-    normalization = [layer for layer in plain.layers if isinstance(layer, keras.layers.Normalization)][0]
-    variance = keras.ops.convert_to_numpy(normalization.adapt_variance).astype("float64")
-    normalization.adapt_variance.assign((variance / factor**2).astype("float32"))
-    normalization.finalize_state()
+    _fold_imagenet_scaling(plain, np.asarray(rescalings[1].scale, "float64").reshape(-1))
     return plain
+
+
+def _fold_imagenet_scaling(plain, factor):
+    """Folds Keras' ImageNet-only `Rescaling(factor)` into the input `Normalization` of `plain`
+    (a `weights=None` build holding B0-B7 ImageNet weights), in place.
+
+    For ImageNet weights Keras' EfficientNet (B0-B7) adds a `Rescaling(1 / sqrt(stddev))` after its
+    `Normalization` (the original divides by the variance: tensorflow/tensorflow#49930), but only
+    when built with the string `"imagenet"`: a local copy of the same file loaded by path, and a saved
+    MAMSF model (rebuilt from its build arguments with `weights=None`), have no such layer, and would
+    scale their input differently from the network the weights were trained in. Both layers are
+    per-channel affine, so the scaling folds exactly into the normalization's variance
+    ((x - m) / sqrt(v) * r == (x - m) / sqrt(v / r**2)).
+    """
+    normalization = next(layer for layer in plain.layers if isinstance(layer, keras.layers.Normalization))
+    variance = keras.ops.convert_to_numpy(normalization.adapt_variance).astype("float64")
+    normalization.adapt_variance.assign((variance / np.asarray(factor, "float64") ** 2).astype("float32"))
+    normalization.finalize_state()
+
+
+def _holds_imagenet_file_statistics(backbone):
+    """Whether the input `Normalization` of a B0-B7 `weights=None` build just loaded from a file holds
+    Keras' ImageNet statistics as its weight files store them (variance = stddev**2): weights trained
+    behind the extra `Rescaling` (Keras' `*_notop.h5`, or a `weights="imagenet"` Keras model's
+    `save_weights`), not yet folded (a folded variance is stddev**3)."""
+    normalization = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization))
+    variance = keras.ops.convert_to_numpy(normalization.adapt_variance).astype("float64").reshape(-1)
+    stored = np.square(efficientnet_imagenet_stddev())
+    return variance.shape == stored.shape and bool(np.allclose(variance, stored, rtol=1e-4, atol=0))
 
 
 def last_stage_prefix(backbone):

@@ -22,6 +22,18 @@ def efficientnet_builder():
     return efficientnet.EfficientNet, efficientnet.DEFAULT_BLOCKS_ARGS
 
 
+def efficientnet_imagenet_stddev():
+    """The per-channel ImageNet standard deviations behind Keras' EfficientNet B0-B7 ImageNet weights.
+
+    Their weight files store the input `Normalization` variance as these squared, and Keras adds a
+    `Rescaling(1 / sqrt(stddev))` after it only when built with `weights="imagenet"`
+    (tensorflow/tensorflow#49930); a local copy of the file loaded by path needs the same factor.
+    """
+    from keras.src.applications import efficientnet
+
+    return tuple(float(value) for value in efficientnet.IMAGENET_STDDEV_RGB)
+
+
 def jax_state_mapping(model, state):
     """`[(variable, value)]` for the JAX trainer's `state` = (trainable, non-trainable,
     optimizer, metrics) values, in the order of `model.trainable_variables`,
