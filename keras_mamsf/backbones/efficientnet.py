@@ -75,7 +75,7 @@ def load_backbone(name, input_shape, weights=None):
     cached under ~/.keras/models), or the path of a weights file for that variant
     without top (`.weights.h5`, or the `*_notop.h5` files Keras publishes). Either way
     the result has the architecture of the `weights=None` build, the one a saved model
-    is rebuilt with: see `_fold_imagenet_scaling` for B0-B7's ImageNet weights.
+    is rebuilt with: see `_imagenet_scaling_folded` for B0-B7's ImageNet weights.
     """
     key = str(name).lower()
     if key not in BACKBONES:
@@ -100,32 +100,14 @@ def load_backbone(name, input_shape, weights=None):
             f"(train from scratch), weights=PATH to a local {key}_notop.h5 or .weights.h5 file, "
             "or copy Keras' file into ~/.keras/models/ once"
         ) from None
-    if weights == "imagenet":
+    if weights is not None and key in IMAGENET_RESCALED:
         backbone = _imagenet_scaling_folded(key, backbone, input_shape)
-    elif weights is not None and key in IMAGENET_RESCALED and _holds_imagenet_file_statistics(backbone):
-        _fold_imagenet_scaling(backbone, 1.0 / np.sqrt(efficientnet_imagenet_stddev()))
     return backbone
 
 
 def _imagenet_scaling_folded(key, backbone, input_shape):
-    """`backbone` (built by Keras with `weights="imagenet"`) in the architecture of its `weights=None`
-    build, with the same function (`_fold_imagenet_scaling`). A variant without the extra layer is
-    returned as is."""
-    from keras_mamsf.models.io import copy_weights
-
-    rescalings = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Rescaling)]
-    normalizations = [layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization)]
-    if len(rescalings) != 2 or len(normalizations) != 1:
-        return backbone
-    plain = BACKBONES[key](include_top=False, weights=None, input_shape=tuple(input_shape))
-    copy_weights(backbone, plain)
-    _fold_imagenet_scaling(plain, np.asarray(rescalings[1].scale, "float64").reshape(-1))
-    return plain
-
-
-def _fold_imagenet_scaling(plain, factor):
-    """Folds Keras' ImageNet-only `Rescaling(factor)` into the input `Normalization` of `plain`
-    (a `weights=None` build holding B0-B7 ImageNet weights), in place.
+    """A B0-B7 `backbone` just given its weights, in the architecture of its `weights=None` build and,
+    for ImageNet weights, with the function of Keras' ImageNet build.
 
     For ImageNet weights Keras' EfficientNet (B0-B7) adds a `Rescaling(1 / sqrt(stddev))` after its
     `Normalization` (the original divides by the variance: tensorflow/tensorflow#49930), but only
@@ -133,23 +115,27 @@ def _fold_imagenet_scaling(plain, factor):
     MAMSF model (rebuilt from its build arguments with `weights=None`), have no such layer, and would
     scale their input differently from the network the weights were trained in. Both layers are
     per-channel affine, so the scaling folds exactly into the normalization's variance
-    ((x - m) / sqrt(v) * r == (x - m) / sqrt(v / r**2)).
+    ((x - m) / sqrt(v) * r == (x - m) / sqrt(v / r**2), here v * stddev). Folded: Keras' own
+    `"imagenet"` build (its weights moved into the `weights=None` build), and a file whose
+    normalization holds ImageNet's statistics as Keras' files store them (variance = stddev**2:
+    Keras' `*_notop.h5`, or a `weights="imagenet"` Keras model's `save_weights`); not a backbone
+    saved after the fold (variance stddev**3), nor any other file.
     """
-    normalization = next(layer for layer in plain.layers if isinstance(layer, keras.layers.Normalization))
-    variance = keras.ops.convert_to_numpy(normalization.adapt_variance).astype("float64")
-    normalization.adapt_variance.assign((variance / np.asarray(factor, "float64") ** 2).astype("float32"))
-    normalization.finalize_state()
+    from keras_mamsf.models.io import copy_weights
 
-
-def _holds_imagenet_file_statistics(backbone):
-    """Whether the input `Normalization` of a B0-B7 `weights=None` build just loaded from a file holds
-    Keras' ImageNet statistics as its weight files store them (variance = stddev**2): weights trained
-    behind the extra `Rescaling` (Keras' `*_notop.h5`, or a `weights="imagenet"` Keras model's
-    `save_weights`), not yet folded (a folded variance is stddev**3)."""
+    keras_imagenet_build = sum(isinstance(layer, keras.layers.Rescaling) for layer in backbone.layers) == 2
+    if keras_imagenet_build:
+        plain = BACKBONES[key](include_top=False, weights=None, input_shape=tuple(input_shape))
+        copy_weights(backbone, plain)
+        backbone = plain
     normalization = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization))
     variance = keras.ops.convert_to_numpy(normalization.adapt_variance).astype("float64").reshape(-1)
-    stored = np.square(efficientnet_imagenet_stddev())
-    return variance.shape == stored.shape and bool(np.allclose(variance, stored, rtol=1e-4, atol=0))
+    stddev = np.asarray(efficientnet_imagenet_stddev(), "float64")
+    stored_as_keras_files = variance.shape == stddev.shape and np.allclose(variance, stddev**2, rtol=1e-4, atol=0)
+    if keras_imagenet_build or stored_as_keras_files:
+        normalization.adapt_variance.assign((variance * stddev).astype("float32"))
+        normalization.finalize_state()
+    return backbone
 
 
 def last_stage_prefix(backbone):
