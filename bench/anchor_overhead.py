@@ -87,7 +87,8 @@ def main(argv=None):
     else:
         for mode in MODES:
             key = str(mode)
-            print(f"{key:>8}: {report['seconds_per_step'][key] * 1000:8.1f} ms/step   ratio to None {report['ratio_to_none'][key]:.3f}")
+            print(f"{key:>8}: {report['seconds_per_step'][key] * 1000:8.1f} ms/step   ratio to None "
+                  f"{report['ratio_to_none'][key]:.3f}")
         for mode, ms in update_ms.items():
             fraction = report["anchor_update_fraction_of_none_step"][mode]
             print(f"anchor update alone ({mode}): {ms:.2f} ms = {fraction:.2%} of a None step")

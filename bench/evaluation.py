@@ -39,7 +39,8 @@ def nih_shaped(seed=0):
     patient_effect = rng.normal(size=(PATIENTS, 1))[patient]  # follow-ups are correlated
     y = (rng.random((IMAGES, 14)) < prevalence).astype("int8")
     score = 1.0 / (1.0 + np.exp(-(1.2 * y + 0.5 * patient_effect + rng.normal(size=(IMAGES, 14)))))
-    return Predictions(y, score, labels=CHESTXRAY14_LABELS, patient_id=patient.astype(str), source="simulated NIH test split")
+    return Predictions(y, score, labels=CHESTXRAY14_LABELS, patient_id=patient.astype(str),
+                       source="simulated NIH test split")
 
 
 def main(argv=None):
@@ -52,7 +53,7 @@ def main(argv=None):
     from sklearn.metrics import roc_auc_score
 
     from keras_mamsf.evaluation import evaluate_predictions
-    from keras_mamsf.evaluation.bootstrap import clusters_of, resample_counts
+    from keras_mamsf.stats.bootstrap import clusters_of, resample_counts
 
     predictions = nih_shaped(args.seed)
     start = time.perf_counter()
@@ -76,7 +77,8 @@ def main(argv=None):
     report = {
         "images": predictions.n_images, "patients": predictions.n_patients, "classes": 14, "n_boot": args.n_boot,
         "ours_s": round(ours, 2), "sklearn_loop_s_scaled": round(loop, 1), "loop_resamples_timed": done,
-        "speedup": round(loop / ours, 1), "macro_auc": metrics["macro"]["auc"], "macro_auc_ci": metrics["macro"]["auc_ci"],
+        "speedup": round(loop / ours,
+                         1), "macro_auc": metrics["macro"]["auc"], "macro_auc_ci": metrics["macro"]["auc_ci"],
         "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
     }
     if args.json:

@@ -102,7 +102,8 @@ def main(argv=None):
             seen = sum(int((batch[0] if isinstance(batch, tuple) else batch).shape[0]) for batch in iterator)
             elapsed = time.perf_counter() - started
             first_size = int((first[0] if isinstance(first, tuple) else first).shape[0])
-            assert seen + first_size == count * repeats, f"{name}: {seen + first_size} images, expected {count * repeats}"
+            expected = count * repeats
+            assert seen + first_size == expected, f"{name}: {seen + first_size} images, expected {expected}"
             rates[name].append(seen / elapsed)
     report = {
         "root": root if args.data else f"SYNTHETIC {args.images} x {args.source_size}px (temporary)",
@@ -122,7 +123,8 @@ def main(argv=None):
     for name in sources:
         print(f"{name:>7}: {ips[name]:9.1f} images/s   {report['images_per_second_per_core'][name]:8.1f} per core")
     print(f"raw / bare   = {report['raw_over_bare']:.3f}   (target >= 0.8)")
-    print(f"shards / raw = {report['shards_over_raw']:.1f}x  (target >= 10x; prepare took {prepare_seconds:.1f} s once)")
+    print(f"shards / raw = {report['shards_over_raw']:.1f}x  "
+          f"(target >= 10x; prepare took {prepare_seconds:.1f} s once)")
 
 
 if __name__ == "__main__":

@@ -167,7 +167,8 @@ def localise(model, x, y):
         probs = model(x, training=True)
     finally:
         keras.layers.Layer.__call__ = original_call
-    report["forward"] = {"finite": not first and _all_finite([probs]), "first_nonfinite_layer": first[0] if first else None}
+    report["forward"] = {"finite": not first and _all_finite([probs]),
+                         "first_nonfinite_layer": first[0] if first else None}
     if not report["forward"]["finite"]:
         return report  # the gradients of a non-finite loss say nothing more
 
@@ -211,11 +212,14 @@ def verdict(results):
     if not rerun["weights_finite_before"]:
         return f"{where}: the weights were already non-finite before the step (the previous update made them)"
     if not rerun["forward"]["finite"]:
-        return f"{where}: the model's arithmetic: op by op, the forward pass goes non-finite at {rerun['forward']['first_nonfinite_layer']}"
+        return (f"{where}: the model's arithmetic: op by op, the forward pass goes non-finite at "
+                f"{rerun['forward']['first_nonfinite_layer']}")
     if rerun["gradients"]["nonfinite"]:
-        return f"{where}: the model's arithmetic: op by op, the gradients go non-finite (nearest the output: {rerun['gradients']['nearest_output'][:2]})"
+        return (f"{where}: the model's arithmetic: op by op, the gradients go non-finite (nearest the output: "
+                f"{rerun['gradients']['nearest_output'][:2]})")
     tuned = {"finite": "; autotune level 0 stays finite: the convolution algorithm XLA's autotuner picked",
-             "nonfinite": "; autotune level 0 fails too: not the autotuner's pick"}.get(status.get("bf16-autotune0"), "")
+             "nonfinite": "; autotune level 0 fails too: not the autotuner's pick"}
+    tuned = tuned.get(status.get("bf16-autotune0"), "")
     return f"{where}: the compiled program: the same step op by op is finite (loss {rerun['loss']}){tuned}"
 
 

@@ -8,8 +8,8 @@ per-op-type time table for the int8 and float32 files.
 Without --model it builds MAMSF (random init, anchor "branch", its anchor moved off the online
 weights as a trained model's is: equal blocks would be merged by the converter) on --backbone at
 --size; --exports DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep)
-instead of exporting. The variants are exported with `keras_mamsf.export.export_model` (calibration: the training split of
---calibration-data, else of a small SYNTHETIC NIH-layout root written to a temporary folder;
+instead of exporting. The variants are exported with `keras_mamsf.export.export_model` (calibration:
+the training split of --calibration-data, else of a small SYNTHETIC NIH-layout root written to a temporary folder;
 parity on that root's test split).
 
 Latency, batch 1, one fixed image, in the LiteRT interpreter (`ai-edge-litert`, XNNPACK):
@@ -83,7 +83,7 @@ def _ready(path, threads, image, **options):
     set as its input with the file's own quantization."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_mamsf.export.runtime import quantize
+    from keras_mamsf.inference.runners import quantize
 
     interpreter = Interpreter(model_path=path, num_threads=threads, **options)
     interpreter.allocate_tensors()
@@ -97,7 +97,7 @@ class Bare:
     end-to-end path of `mamsf predict` (the library's runner) on the same float image."""
 
     def __init__(self, path, threads, image):
-        from keras_mamsf.export.runtime import LiteRTRunner
+        from keras_mamsf.inference.runners import LiteRTRunner
 
         self.interpreter = _ready(path, threads, image)
         self.runner = LiteRTRunner(path, num_threads=threads)
@@ -241,7 +241,7 @@ def main(argv=None):
         report["export_s"] = round(time.perf_counter() - start, 1)
         report["keras_ms"] = _keras_ms(model_path, args.runs)
     paths = {v: os.path.join(out_dir, tflite_name(v)) for v in variants}
-    from keras_mamsf.export.runtime import LiteRTRunner
+    from keras_mamsf.inference.runners import LiteRTRunner
 
     shape = LiteRTRunner(paths[variants[0]]).input_shape
     report["input_shape"] = list(shape)
@@ -296,7 +296,7 @@ def _keras_ms(model_path, runs):
     import tensorflow as tf
 
     import keras_mamsf as mamsf
-    from keras_mamsf.export import inference_model
+    from keras_mamsf.inference import inference_model
 
     keras_model = inference_model(mamsf.load_model(model_path, compile=False))
     shape = keras_model.inputs[0].shape[1:]

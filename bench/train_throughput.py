@@ -260,7 +260,7 @@ def measure_timm(args):
         criterion = torch.nn.BCEWithLogitsLoss()
         forward = torch.compile(model) if compiled else model
 
-        def step():
+        def step(forward=forward, optimizer=optimizer):  # bound now: the loop rebinds both
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 loss = criterion(forward(x).float(), y)
             loss.backward()

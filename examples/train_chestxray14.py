@@ -30,8 +30,8 @@ def main(argv=None):
         overrides += ["--set", "batch_size=16"]
     shards = ["--shards", args.shards] if args.shards else []
     for anchor in ("branch", "none"):
-        code = mamsf(["train", "--data", args.data, *shards, "--config", config, *overrides, "--set", f"anchor={anchor}",
-                      "--out", os.path.join(args.out, anchor)])
+        code = mamsf(["train", "--data", args.data, *shards, "--config", config, *overrides,
+                      "--set", f"anchor={anchor}", "--out", os.path.join(args.out, anchor)])
         if code:
             return code
     return mamsf(["compare", os.path.join(args.out, "branch", "predictions.npz"),

@@ -6,6 +6,7 @@ A thin entry point over `mamsf export --format onnx` (same options; `--help` lis
 import sys
 
 from keras_mamsf.cli.main import main
+from keras_mamsf.inference.formats import ONNX
 
 if __name__ == "__main__":
-    sys.exit(main(["export", "--format", "onnx", *sys.argv[1:]], prog="export/to_onnx.py"))
+    sys.exit(main(["export", "--format", ONNX.name, *sys.argv[1:]], prog="export/to_onnx.py"))

@@ -9,14 +9,15 @@ imported (`import keras` before `import keras_mamsf`) they are registered at onc
 
 import sys
 
-from keras_mamsf.labels import CHESTXRAY14_LABELS
+from keras_mamsf.labels import CHESTXRAY14_LABELS as CHESTXRAY14_LABELS  # re-exported
 from keras_mamsf.utils.lazy import lazy_attributes
-from keras_mamsf.version import __version__
+from keras_mamsf.version import __version__ as __version__  # re-exported
 
 _EXPORTS = {
     "ANCHOR_MODES": "keras_mamsf.anchor",
     "BACKBONES": "keras_mamsf.backbones",
     "GrayscaleToRGB": "keras_mamsf.layers",
+    "MAMSFClassifier": "keras_mamsf.models",
     "MomentumAnchor": "keras_mamsf.anchor",
     "MomentumAnchoredModel": "keras_mamsf.models",
     "MultiScaleFusion": "keras_mamsf.layers",
@@ -24,8 +25,10 @@ _EXPORTS = {
     "build_model": "keras_mamsf.models",
     "default_callbacks": "keras_mamsf.training",
     "load_model": "keras_mamsf.models",
+    "register_backbone": "keras_mamsf.backbones",
     "save_model": "keras_mamsf.models",
-    **{name: f"keras_mamsf.{name}" for name in ("losses", "training", "data", "evaluation", "export")},
+    **{name: f"keras_mamsf.{name}" for name in ("losses", "training", "data", "evaluation", "export", "inference",
+                                                "stats")},
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 __all__ = sorted(["CHESTXRAY14_LABELS", "__version__", *_EXPORTS])

@@ -1,5 +1,6 @@
 """Shared test helpers for our layers and models (keras-hub's `run_precision_test` and
-`run_serialization_test` are the pattern): dtype discipline and config round trips."""
+`run_serialization_test` are the pattern): dtype discipline, config round trips, and the one
+statement of how close two float results must be."""
 
 import json
 import re
@@ -10,6 +11,36 @@ import numpy as np
 from keras_mamsf.utils.layers import leaf_layers
 
 FLOAT32_LAYERS = ("logits", "probs")  # build_model keeps the head's outputs in float32
+
+# How close two computations of one value must be, by the dtype they were computed in. CPU kernels
+# differ between machines (oneDNN picks AVX2 or AVX-512 paths, summation orders differ), so outputs
+# agree to the dtype's precision, not bit for bit: float32 ~1e-5 relative (a few ulps after a deep
+# network), float16 ~1e-3, bfloat16 ~1e-2. A reloaded 0.1 mixed_float16 model's output moved by
+# 1.67e-6 between two machines against an old atol of 1e-6: that is why this table exists.
+TOLERANCES = {
+    "float32": {"rtol": 1e-5, "atol": 1e-6},
+    "float16": {"rtol": 1e-3, "atol": 1e-4},
+    "bfloat16": {"rtol": 1e-2, "atol": 1e-3},
+}
+
+
+def tolerance(dtype="float32"):
+    """`{"rtol", "atol"}` for values computed in `dtype` (a dtype or a policy name such as
+    "mixed_float16": its compute dtype decides)."""
+    name = getattr(dtype, "name", str(dtype))
+    return dict(TOLERANCES["float16" if "float16" in name and "bfloat16" not in name else
+                           "bfloat16" if "bfloat16" in name else "float32"])
+
+
+def assert_close(actual, expected, dtype="float32", atol=None, rtol=None, err_msg=""):
+    """`actual` equals `expected` to the precision of `dtype`. `atol` / `rtol` widen it where a test
+    compares results that legitimately drift further (several training steps, another algorithm);
+    the caller says why."""
+    bounds = tolerance(dtype)
+    bounds["atol"] = max(bounds["atol"], atol or 0.0)
+    bounds["rtol"] = max(bounds["rtol"], rtol or 0.0)
+    np.testing.assert_allclose(np.asarray(actual, "float64"), np.asarray(expected, "float64"), err_msg=err_msg,
+                               **bounds)
 
 
 def sublayer_dtypes(layer):

@@ -12,13 +12,20 @@ import pytest
 from keras_mamsf.cli.main import main
 from keras_mamsf.evaluation import evaluate_predictions
 from keras_mamsf.evaluation.predictions import Predictions
-from keras_mamsf.evaluation.report import write_json_atomic
 from keras_mamsf.labels import CHESTXRAY14_LABELS
 from keras_mamsf.training.ablation import plan_record, write_plan
 from keras_mamsf.training.claims import try_claim
 from keras_mamsf.training.config import ConfigError, TrainConfig
 from keras_mamsf.training.drift import cosine_distance, fisher_separation, select_probe
-from keras_mamsf.training.grid import Cell, load_grid, named_grid, parse_shard, plan, shard_of
+from keras_mamsf.training.grid import (
+    Cell,
+    load_grid,
+    named_grid,
+    parse_shard,
+    plan,
+    shard_of,
+)
+from keras_mamsf.utils import write_json_atomic
 
 
 # -- grids ---------------------------------------------------------------------------------
@@ -27,7 +34,7 @@ def test_the_reviewer_grid():
     assert list(cells) == ["none", "branch", "shadow", "inplace", "branch_earlier_block", "branch_whole_backbone",
                            "branch_decay_0.99", "branch_decay_0.9999"]
     assert cells["branch_earlier_block"]["anchor_layers"] == ("block6",)
-    assert cells["branch_whole_backbone"]["anchor_layers"] == ("stem_", "block", "top_")
+    assert cells["branch_whole_backbone"]["anchor_layers"] == ("stem", *(f"block{n}" for n in range(1, 8)), "top")
     v2 = {cell.name: cell.changes for cell in named_grid("anchored_part", TrainConfig(backbone="efficientnetv2b0"))}
     assert v2["branch_earlier_block"]["anchor_layers"] == ("block5",)
     decay = [cell.name for cell in named_grid("decay", TrainConfig(anchor_decay=0.99))]
@@ -294,8 +301,9 @@ def test_drift_measures_against_an_independent_computation():
 
 
 def test_the_recipe_lists_every_config_key():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     path = Path(__file__).resolve().parents[1] / "configs" / "chestxray14.toml"
     flat = {}

@@ -16,6 +16,8 @@ import pytest
 
 from keras_mamsf.cli.main import main
 
+from harness import assert_close
+
 pytestmark = pytest.mark.slow
 
 GRID = """[base]
@@ -33,7 +35,8 @@ anchor = "branch"
 anchor_decay = 0.9
 """
 SETTINGS = ["--set", "backbone=test_efficientnet", "--set", "image_size=64", "--set", "epochs=2", "--set",
-            "batch_size=16", "--set", "fusion_filters=16", "--set", "n_boot=50", "--set", "drift_per_class=4", "--set", "learning_rate=0.003", "--seeds", "2",
+            "batch_size=16", "--set", "fusion_filters=16", "--set", "n_boot=50", "--set", "drift_per_class=4",
+            "--set", "learning_rate=0.003", "--seeds", "2",
             "--progress", "none"]
 RUNS = [f"{cell}/seed{seed}" for cell in ("none", "branch", "branch_decay_0.9") for seed in (0, 1)]
 
@@ -73,7 +76,7 @@ def _assert_same(a, b):
         numbers_a = np.array([float(x) for x in __import__("re").findall(r"-?\d+\.\d+(?:e-?\d+)?", flat_a)])
         numbers_b = np.array([float(x) for x in __import__("re").findall(r"-?\d+\.\d+(?:e-?\d+)?", flat_b)])
         assert numbers_a.shape == numbers_b.shape, name
-        np.testing.assert_allclose(numbers_a, numbers_b, atol=1e-6, err_msg=name)
+        assert_close(numbers_a, numbers_b, err_msg=name)
 
 
 def test_two_shards_a_kill_and_a_single_process_agree(setup, tmp_path, capsys):

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import batch, copy_dropout_seeds, tiny_model, values
+from conftest import batch, copy_dropout_seeds, tiny_model
+from harness import assert_close
 
 DECAY = 0.8
 LR = 0.01
@@ -61,7 +62,7 @@ def test_inplace_equals_scaled_block_learning_rate():
             variable.assign_sub(rate * grad)
 
     for ours, theirs in zip(shared_weights(inplace), shared_weights(reference), strict=True):
-        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-5, rtol=0, err_msg=ours.path)
+        assert_close(ours.numpy(), theirs.numpy(), atol=1e-5, err_msg=ours.path)  # several SGD steps apart
     for online, anchor in inplace.anchor_pairs():  # the online block *is* the anchor
         np.testing.assert_array_equal(online.numpy(), anchor.numpy())
 
@@ -106,16 +107,16 @@ def test_shadow_evaluates_with_ema_weights_and_trains_with_online_ones():
     twin.run_eagerly = True
     ema = {id(online): anchor.numpy() for online, anchor in pairs}
     copy_shared_weights(shadow, twin, override=ema)
-    np.testing.assert_allclose(shadow.predict(x, verbose=0), twin.predict(x, verbose=0), atol=1e-6)
+    assert_close(shadow.predict(x, verbose=0), twin.predict(x, verbose=0))
     twin_loss = keras.losses.BinaryCrossentropy()(y, twin.predict(x, verbose=0))
-    np.testing.assert_allclose(shadow.evaluate(x, y, verbose=0), float(twin_loss), atol=1e-5)
+    assert_close(shadow.evaluate(x, y, verbose=0), float(twin_loss))
 
     copy_shared_weights(shadow, twin)  # online weights this time, and the same dropout seeds
     copy_dropout_seeds(shadow, twin)
-    np.testing.assert_allclose(shadow(x, training=True).numpy(), twin(x, training=True).numpy(), atol=1e-6)
+    assert_close(shadow(x, training=True).numpy(), twin(x, training=True).numpy())
     with pytest.raises(AssertionError):
-        np.testing.assert_allclose(shadow.predict(x, verbose=0), twin.predict(x, verbose=0), atol=1e-6)
+        assert_close(shadow.predict(x, verbose=0), twin.predict(x, verbose=0))
 
     features = shadow.feature_model()(x)
     assert np.abs(features["online"].numpy() - features["anchor"].numpy()).max() > 0
-    np.testing.assert_allclose(features["probs"].numpy(), shadow.predict(x, verbose=0), atol=1e-6)
+    assert_close(features["probs"].numpy(), shadow.predict(x, verbose=0))

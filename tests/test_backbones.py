@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 
 import keras_mamsf as mamsf
-from keras_mamsf.backbones import load_backbone, split_backbone
+from keras_mamsf.backbones import build_backbone, load_backbone
+
 from conftest import IMAGE, batch, set_normalization_statistics, tiny_model
+from harness import assert_close
 
 LAST_STAGE = {name: ("block6" if "v2" in name else "block4" if name == "test_efficientnet" else "block7")
               for name in mamsf.BACKBONES}
@@ -31,13 +33,18 @@ def test_every_variant_builds_and_reports_what_it_anchors(name):
 
 
 def test_custom_anchor_layers_and_their_errors():
-    backbone = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
-    _, block = split_backbone(backbone, anchor_layers=("block6", "block7", "top_"))
-    assert block.layers[1].name == "block6a_expand_conv"
-    with pytest.raises(ValueError, match="no layer of efficientnetb0 starts with nope; its last stage is 'block7'"):
-        split_backbone(backbone, anchor_layers=("nope",))
+    backbone = build_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
+    assert backbone.stage_names == ("stem", *(f"block{n}" for n in range(1, 8)), "top")
+    assert backbone.final_block == ("block7", "top") and backbone.stage_before_final_block() == "block6"
+    _, block, anchored = backbone.split(["block6", "block7", "top"])  # stage names
+    assert block.layers[1].name == "block6a_expand_conv" and anchored is None  # the whole block
+    _, _, by_prefix = backbone.split(("block6", "block7", "top_"))  # 0.2's layer-name prefixes still work
+    assert by_prefix is None
+    with pytest.raises(ValueError,
+                       match="no stage or layer of efficientnetb0 is called nope; its stages: stem, block1"):
+        backbone.split(["nope"])
     with pytest.raises(ValueError, match=r"start at block6b_project_conv, inside a residual block of efficientnetb0"):
-        split_backbone(backbone, anchor_layers=("block6b_project",))
+        backbone.split(["block6b_project"])
 
 
 def test_an_earlier_stage_is_anchored_alone():
@@ -60,8 +67,9 @@ def test_an_earlier_stage_is_anchored_alone():
     # inplace with decay 0.5 halves stage 3's step; top's full SGD step stays
     assert not np.allclose(top.numpy(), before)
     anchor = dict((id(o), a) for o, a in model.anchor_pairs())[id(stage3)]
-    np.testing.assert_allclose(stage3.numpy(), anchor.numpy(), rtol=1e-6, atol=1e-7)
-    assert model.get_layer("momentum_anchor").get_config()["anchored"] == ["block3"]
+    assert_close(stage3.numpy(), anchor.numpy())
+    stage3_layers = build_backbone("test_efficientnet", (IMAGE, IMAGE, 3)).stage("block3").layers
+    assert model.get_layer("momentum_anchor").get_config()["anchored"] == list(stage3_layers)
     with pytest.raises(ValueError, match="unknown backbone 'resnet50'"):
         load_backbone("resnet50", (IMAGE, IMAGE, 3))
 
@@ -131,7 +139,7 @@ def test_an_imagenet_backbone_reloads_to_the_same_function(monkeypatch, tmp_path
     logits = [keras.Model(m.inputs, m.get_layer("logits").output).predict(images, verbose=0)
               for m in (model, mamsf.load_model(path, compile=False))]
     assert logits[0].std(axis=0).min() > 1e-3  # outputs that depend on the input
-    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-5)
+    assert_close(logits[1], logits[0], atol=1e-5)  # folded affine: another summation order
 
 
 def test_a_local_copy_of_keras_imagenet_file_loads_to_the_same_function(monkeypatch, tmp_path):
@@ -183,7 +191,7 @@ def test_grayscale_input_equals_tiled_rgb():
     assert gray.input_shape == (None, IMAGE, IMAGE, 1)
     gray.set_weights(rgb.get_weights())
     x = batch(2, channels=1)[0]
-    np.testing.assert_allclose(gray.predict(x, verbose=0), rgb.predict(np.repeat(x, 3, axis=-1), verbose=0), atol=1e-6)
+    assert_close(gray.predict(x, verbose=0), rgb.predict(np.repeat(x, 3, axis=-1), verbose=0))
     with pytest.raises(ValueError, match="input_shape must have 1 \\(grayscale\\) or 3 channels"):
         tiny_model("branch", input_shape=(IMAGE, IMAGE, 4))
 
@@ -204,15 +212,15 @@ def test_lite_backbone_has_no_swish_and_no_squeeze_excite():
 def test_the_test_backbone_is_b0_s_final_stage_on_a_short_trunk():
     """test_efficientnet (what `tiny_model` and the CLI tests build) anchors what B0 anchors: one
     expansion block with squeeze-and-excitation and swish, then top; its trunk is three stages."""
-    small = load_backbone("test_efficientnet", (IMAGE, IMAGE, 3))
-    b0 = load_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
-    _, small_block = split_backbone(small)
-    _, b0_block = split_backbone(b0)
+    small = build_backbone("test_efficientnet", (IMAGE, IMAGE, 3))
+    b0 = build_backbone("efficientnetb0", (IMAGE, IMAGE, 3))
+    _, small_block, _ = small.split()
+    _, b0_block, _ = b0.split()
 
     def kinds(block):
         return [(type(layer).__name__, layer.name.split("_", 1)[1]) for layer in block.layers[1:]]
 
     assert kinds(small_block) == kinds(b0_block)
-    assert small.count_params() < b0.count_params() / 50
+    assert small.model.count_params() < b0.model.count_params() / 50
     with pytest.raises(RuntimeError, match="test_efficientnet has no ImageNet weights"):
         load_backbone("test_efficientnet", (IMAGE, IMAGE, 3), weights="imagenet")

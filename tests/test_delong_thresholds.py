@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from keras_mamsf.evaluation import Predictions, compare_predictions, evaluate_predictions
-from keras_mamsf.evaluation.calibration import expected_calibration_error
-from keras_mamsf.evaluation.delong import delong_test, holm
-from keras_mamsf.evaluation.thresholds import choose_threshold, file_thresholds
+from keras_mamsf.evaluation import (
+    Predictions,
+    compare_predictions,
+    evaluate_predictions,
+)
+from keras_mamsf.stats.calibration import expected_calibration_error
+from keras_mamsf.stats.delong import delong_test, holm
+from keras_mamsf.stats.thresholds import choose_threshold, file_thresholds
+
 from conftest import binary_case
 
 

@@ -8,8 +8,17 @@ import pydicom
 import pytest
 from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import (JPEG2000, ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit,
-                         JPEGLosslessSV1, JPEGLSLossless, RLELossless, generate_uid)
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from keras_mamsf.cli.main import main
 from keras_mamsf.data.dicom import DicomError, equalize, read_dicom

@@ -32,8 +32,9 @@ def test_evaluate_predictions_writes_every_file(tmp_path, capsys):
     test.save(tmp_path / "test.npz")
     val.save(tmp_path / "val.npz")
     out = tmp_path / "eval"
-    assert main(["evaluate", "--predictions", str(tmp_path / "test.npz"), "--thresholds-from", str(tmp_path / "val.npz"),
-                 "--n-boot", "300", "--seed", "3", "--out", str(out), "--json"]) == 0
+    assert main(["evaluate", "--predictions", str(tmp_path / "test.npz"),
+                 "--thresholds-from", str(tmp_path / "val.npz"), "--n-boot", "300", "--seed", "3",
+                 "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert printed == metrics
@@ -41,7 +42,8 @@ def test_evaluate_predictions_writes_every_file(tmp_path, capsys):
         tmp_path / "val.npz"), source={"predictions": str(tmp_path / "test.npz")})))
     assert {"per_class", "macro", "micro", "thresholds", "n_images", "n_patients", "resampling", "n_boot", "seed",
             "source"} <= set(metrics)
-    assert set(metrics["per_class"]["Effusion"]) >= {"auc", "auc_ci", "ap", "ap_ci", "positives", "negatives", "scorable"}
+    expected = {"auc", "auc_ci", "ap", "ap_ci", "positives", "negatives", "scorable"}
+    assert set(metrics["per_class"]["Effusion"]) >= expected
     assert (metrics["n_images"], metrics["n_patients"], metrics["resampling"]) == (240, 80, "patient")
     assert metrics["macro"]["not_scorable"] == ["Hernia"] and metrics["macro"]["classes"] == 2
     thresholds = json.loads((out / "thresholds.json").read_text())
@@ -65,7 +67,8 @@ def test_evaluate_names_split_and_image_resampling(tmp_path, capsys):
     rng = np.random.default_rng(2)
     y = (rng.random((50, 2)) < 0.4).astype(int)
     np.savez(tmp_path / "p.npz", y_true=y, y_score=rng.random((50, 2)))  # another tool's file: no ids, no labels
-    assert main(["evaluate", "--predictions", str(tmp_path / "p.npz"), "--n-boot", "100", "--out", str(tmp_path / "o")]) == 0
+    assert main(["evaluate", "--predictions", str(tmp_path / "p.npz"), "--n-boot", "100", "--out",
+                 str(tmp_path / "o")]) == 0
     out = capsys.readouterr().out
     assert "resamples of images" in out and "50 images, unknown patients" in out
     markdown = (tmp_path / "o" / "report.md").read_text()
@@ -136,12 +139,14 @@ def test_bad_command_lines(tmp_path, capsys):
     _predictions().save(tmp_path / "p.npz")
     p = str(tmp_path / "p.npz")
     out = str(tmp_path / "o")
-    assert "no validation split" in _error(capsys, ["evaluate", "--predictions", p, "--thresholds-from", "val", "--out", out])
+    assert "no validation split" in _error(capsys, ["evaluate", "--predictions", p, "--thresholds-from", "val",
+                                                    "--out", out])
     assert "unknown --split 'dev'" in _error(capsys, ["evaluate", "--model", "m.keras", "--data", str(tmp_path),
                                                        "--split", "dev", "--out", out])
     assert "--model needs --data" in _error(capsys, ["evaluate", "--model", "m.keras", "--out", out])
     assert "no such predictions file" in _error(capsys, ["evaluate", "--predictions", str(tmp_path / "none.npz"),
                                                          "--out", out])
     (tmp_path / "text.npz").write_text("not an npz")
-    assert "not a readable NPZ" in _error(capsys, ["evaluate", "--predictions", str(tmp_path / "text.npz"), "--out", out])
+    assert "not a readable NPZ" in _error(capsys, ["evaluate", "--predictions", str(tmp_path / "text.npz"),
+                                                   "--out", out])
     assert not (tmp_path / "o").exists()  # nothing written on bad input

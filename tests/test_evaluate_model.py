@@ -9,6 +9,7 @@ import pytest
 import keras_mamsf as mamsf
 from keras_mamsf.evaluation import Predictions
 from keras_mamsf.labels import CHESTXRAY14_LABELS
+
 from conftest import worker_report
 
 # These wait for a worker process that trains and converts for minutes.
@@ -33,7 +34,7 @@ def test_evaluate_keras_model_on_the_test_split(evaluated):
 
     from keras_mamsf.data import nih, splits
     from keras_mamsf.data.images import load_image
-    from keras_mamsf.export.manifest import sha256_of
+    from keras_mamsf.utils.digest import sha256_of
 
     out = Path(evaluated["eval_keras"])
     assert FILES | {"thresholds.json"} <= {p.name for p in out.iterdir()}

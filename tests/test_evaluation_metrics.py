@@ -7,8 +7,14 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from keras_mamsf.evaluation import Predictions, evaluate_predictions, per_class_auc
-from keras_mamsf.evaluation.bootstrap import clusters_of, percentile_interval, resample_counts, two_sided_p
-from keras_mamsf.evaluation.ranking import RankedScores
+from keras_mamsf.stats.bootstrap import (
+    clusters_of,
+    percentile_interval,
+    resample_counts,
+    two_sided_p,
+)
+from keras_mamsf.stats.ranking import RankedScores
+
 from conftest import binary_case
 
 

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import tiny_model
 from keras_mamsf.explain.grad_cam import class_index, grad_cam, overlay
+
+from conftest import tiny_model
+from harness import assert_close
 
 
 def autodiff_grad_cam(model, images, column):
@@ -31,7 +33,7 @@ def test_closed_form_equals_autodiff_grad_cam(anchor):
     images = np.random.default_rng(0).uniform(0, 255, size=(3, 64, 64, 1)).astype("float32")
     ours = grad_cam(model, images, 1)
     assert ours.shape == (3, 64, 64) and ours.min() >= 0 and ours.max() <= 1
-    np.testing.assert_allclose(ours, autodiff_grad_cam(model, images, 1), atol=1e-4)
+    assert_close(ours, autodiff_grad_cam(model, images, 1), atol=1e-4)  # closed form vs autodiff
     assert grad_cam(model, images[0], 1).shape == (64, 64)
 
 
@@ -99,7 +101,8 @@ def test_predict_writes_grad_cam_overlays(tmp_path, capsys):
     assert written.size == (32, 32) and written.mode == "RGB"
     assert main(["predict", "--model", path, str(image), "--gradcam", "all", "--out", str(tmp_path / "all"),
                  "--json"]) == 0
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == sorted(f"x ray_{l}.png" for l in CHESTXRAY14_LABELS)
+    expected = sorted(f"x ray_{label}.png" for label in CHESTXRAY14_LABELS)
+    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == expected
     capsys.readouterr()
     assert main(["predict", "--model", path, str(image), "--gradcam", "Herna", "--out", str(tmp_path / "c")]) == 1
     assert "unknown label 'Herna'" in capsys.readouterr().err

@@ -12,8 +12,10 @@ import pytest
 import keras_mamsf as mamsf
 from keras_mamsf.cli.main import main
 from keras_mamsf.export import check_edgetpu, litert
-from keras_mamsf.export.runtime import load_runner, sigmoid
+from keras_mamsf.inference.formats import load_runner
+from keras_mamsf.inference.runners import sigmoid
 from keras_mamsf.labels import CHESTXRAY14_LABELS
+
 from conftest import worker_report
 
 # These wait for a worker process that trains and converts for minutes.
@@ -108,7 +110,7 @@ def test_int8_is_integer_only_and_edgetpu_ready(exported):
 
 
 def _tiny_savedmodel(tmp_path, activation_layer):
-    from keras_mamsf.export.inference import serving_archive
+    from keras_mamsf.export.serving import serving_archive
 
     image = keras.Input((16, 16, 1), name="image")
     x = keras.layers.Conv2D(4, 3)(image)
@@ -168,7 +170,11 @@ def _write_dicom(path, pixels8, monochrome1=True):
     window covering the whole range, so reading it back must give `pixels8` again."""
     import pydicom
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import (
+        ExplicitVRLittleEndian,
+        SecondaryCaptureImageStorage,
+        generate_uid,
+    )
 
     stored = pixels8.astype("uint16") * 16  # 0..4080
     if monochrome1:
@@ -285,8 +291,8 @@ def test_export_exits_non_zero_when_an_artifact_fails(tmp_path, monkeypatch, cap
     with pytest.raises(SystemExit) as exit_code:
         runpy.run_path(script, run_name="__main__")
     assert exit_code.value.code == 1
-    assert capsys.readouterr().err.strip() == "export/to_tflite.py: error: failed: model.onnx (figures in the manifest; " \
-                                              "kept as *.FAILED.*)"
+    assert capsys.readouterr().err.strip() == ("export/to_tflite.py: error: failed: model.onnx "
+                                               "(figures in the manifest; kept as *.FAILED.*)")
 
 
 @pytest.mark.parametrize("mode", ["shadow", "inplace", "None"])
@@ -312,7 +318,7 @@ def test_efficientnet_b0_exports_within_1e_4_of_keras(exported):
     result = exported["b0"]
     assert result["ok"], result
     model = mamsf.load_model(result["model"])
-    assert model.get_config()["build_arguments"]["backbone"] == "efficientnetb0"
+    assert model.get_config()["backbone"] == "efficientnetb0"
     assert sum(layer.name.startswith("block7a_dwconv") for layer in model.anchor_layers[0].block.layers) == 1
     images = np.random.default_rng(0).uniform(0, 255, (3, 32, 32, 1)).astype("float32")
     reference = model.predict(images, verbose=0)

@@ -3,11 +3,12 @@
 import keras
 import numpy as np
 
-from conftest import set_normalization_statistics, tiny_model
 from keras_mamsf.export.folding import fold_grayscale_stem
-from keras_mamsf.export.inference import inference_model
+from keras_mamsf.inference.graph import inference_model
 from keras_mamsf.layers.grayscale_to_rgb import GrayscaleToRGB
 from keras_mamsf.utils.layers import walk_layers
+
+from conftest import set_normalization_statistics, tiny_model
 
 SIZE = 40  # even: the EfficientNet stem pads bottom/right only, so the border case is the asymmetric one
 

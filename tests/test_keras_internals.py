@@ -7,8 +7,9 @@ import os
 import keras
 import pytest
 
-from conftest import toy_model
 from keras_mamsf.utils import keras_internals
+
+from conftest import toy_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

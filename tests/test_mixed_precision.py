@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_mamsf as mamsf
+
 from conftest import batch, tiny_model, toy_model, values
 
 

@@ -8,9 +8,16 @@ import numpy as np
 import pytest
 
 import keras_mamsf as mamsf
+from keras_mamsf.utils.weights import copy_weights
+
 from conftest import CLASSES, IMAGE, batch, tiny_model, values
-from harness import FLOAT32_LAYERS, run_precision_test, run_serialization_test, sublayer_dtypes
-from keras_mamsf.models.io import copy_weights
+from harness import (
+    FLOAT32_LAYERS,
+    assert_close,
+    run_precision_test,
+    run_serialization_test,
+    sublayer_dtypes,
+)
 
 MIXED = ["mixed_float16", "mixed_bfloat16"]
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -32,7 +39,8 @@ def small_block(dtype):
 LAYERS = {
     "GrayscaleToRGB": (lambda dtype: mamsf.GrayscaleToRGB(dtype=dtype), (2, 4, 4, 1)),
     "MultiScaleFusion": (lambda dtype: mamsf.MultiScaleFusion(4, (1, 3), branch_filters=3, dtype=dtype), (2, 4, 4, 6)),
-    "MomentumAnchor": (lambda dtype: mamsf.MomentumAnchor(small_block(dtype), mode="branch", dtype=dtype), (2, 4, 4, 6)),
+    "MomentumAnchor": (lambda dtype: mamsf.MomentumAnchor(small_block(dtype), mode="branch", dtype=dtype), (2, 4, 4,
+                                                                                                            6)),
 }
 
 
@@ -65,17 +73,26 @@ def test_build_model_puts_every_layer_in_the_policy(policy, float32_policy):
     assert "grayscale_to_rgb" in dtypes and "reduce_conv" in dtypes and "block4a_project_conv" in dtypes
 
 
-def test_model_config_is_the_build_arguments():
+def test_model_config_is_its_constructor_arguments():
+    """keras-hub's way: `get_config()` is the constructor's arguments (less the load-time `weights`)
+    plus name, trainable and the dtype policy; `from_config` is `cls(**config)`."""
+    import inspect
+
+    from keras_mamsf.models.mamsf_classifier import LOAD_TIME_ARGUMENTS
+
     model = tiny_model("shadow", anchor_decay=0.99, fusion_kernels=(1, 3))
+    assert type(model) is mamsf.MAMSFClassifier
     config = model.get_config()
-    assert config["build_arguments"] == {
+    assert config == {
         "backbone": "test_efficientnet", "input_shape": [IMAGE, IMAGE, 3], "num_classes": CLASSES, "anchor": "shadow",
         "anchor_decay": 0.99, "anchor_warmup": True, "anchor_layers": None, "fusion_filters": 8,
         "fusion_kernels": [1, 3], "dropout": 0.0, "anchor_warmup_gamma": 1.0, "anchor_warmup_power": 2.0 / 3.0,
-        "fusion_activation": "swish",
+        "fusion_activation": "swish", "name": "mamsf_test_efficientnet_shadow", "trainable": True,
+        "dtype": keras.dtype_policies.serialize(keras.dtype_policies.get("float32")),
     }
-    assert keras.dtype_policies.deserialize(config["dtype"]).name == "float32"
-    revived = mamsf.MomentumAnchoredModel.from_config(config)
+    parameters = set(inspect.signature(mamsf.MAMSFClassifier.__init__).parameters) - {"self", "kwargs"}
+    assert set(config) | set(LOAD_TIME_ARGUMENTS) == parameters | {"trainable"}
+    revived = mamsf.MAMSFClassifier.from_config(config)
     assert revived.get_config() == config
     assert revived.anchor_layers[0].decay == 0.99
     copy_weights(model, revived)  # by path, across two builds in one session
@@ -129,5 +146,25 @@ def test_a_file_saved_by_release_0_1_still_loads():
     assert type(model) is mamsf.MomentumAnchoredModel and model.anchor_mode == "branch"
     assert model.build_arguments is None
     assert int(model.anchor_layers[0].step.numpy()) == 1
-    np.testing.assert_allclose(model.predict(expected["x"], verbose=0), expected["probs"], atol=1e-6)
+    assert_close(model.predict(expected["x"], verbose=0), expected["probs"], "mixed_float16")
     assert all(np.isfinite(v).all() for v in values(model.weights))
+
+
+def test_a_file_saved_before_the_floor_plan_change_loads_predicts_and_exports(tmp_path):
+    """`tests/data/v0_2_tiny.keras` was written by the code before issue 22 (`tests/data/make_v0_2.py`,
+    commit 2d125f8): a `MomentumAnchoredModel` whose config is `build_model`'s arguments. It loads as
+    the config-driven `MAMSFClassifier`, gives the saved outputs, and exports."""
+    from keras_mamsf.export import export_model
+    from keras_mamsf.inference.formats import TFLITE, load_runner
+
+    expected = np.load(os.path.join(DATA, "v0_2_tiny_expected.npz"))
+    path = os.path.join(DATA, "v0_2_tiny.keras")
+    model = mamsf.load_model(path)
+    assert type(model) is mamsf.MAMSFClassifier and model.anchor_mode == "branch"
+    assert model.build_arguments["backbone"] == "test_efficientnet" and model.anchor_layers[0].decay == 0.9
+    assert int(model.anchor_layers[0].step.numpy()) == 1
+    assert_close(infer(model, expected["x"]), expected["probs"], "float32")
+    report = export_model(path, tmp_path, formats=[TFLITE], quantize=["float32"], parity_images=8)
+    assert report["ok"], report["failed"]
+    probs = load_runner(tmp_path / "model_float32.tflite").predict(expected["x"])["probs"]
+    assert_close(probs, expected["probs"], "float32", atol=1e-4)  # the export gate's own bound

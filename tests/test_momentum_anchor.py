@@ -6,7 +6,9 @@ import pytest
 import tensorflow as tf
 
 import keras_mamsf as mamsf
+
 from conftest import batch, tiny_model, values
+from harness import assert_close
 
 DECAY = 0.9
 
@@ -49,7 +51,7 @@ def test_one_step_equation_holds_for_every_anchor_variable(stepped):
         [o.path for o, _ in pairs], online_before, online_after, anchor_before, anchor_after
     ):
         expected = DECAY * old_anchor + (1 - DECAY) * new_online
-        np.testing.assert_allclose(new_anchor, expected, atol=1e-6, rtol=0, err_msg=path)
+        assert_close(new_anchor, expected, err_msg=path)
         moved += not np.array_equal(old_online, new_online)
     assert moved == len(pairs)  # every online variable, BN statistics included, did change
     assert int(model.anchor_layers[0].step.numpy()) == 1

@@ -10,7 +10,12 @@ import pytest
 from keras_mamsf.cli.main import main
 from keras_mamsf.data import nih, splits
 from keras_mamsf.data.synth import CSV_HEADER, draw_label_sets, write_synthetic
-from keras_mamsf.labels import CHESTXRAY14_COUNTS, CHESTXRAY14_IMAGES, CHESTXRAY14_LABELS, CHESTXRAY14_NO_FINDING
+from keras_mamsf.labels import (
+    CHESTXRAY14_COUNTS,
+    CHESTXRAY14_IMAGES,
+    CHESTXRAY14_LABELS,
+    CHESTXRAY14_NO_FINDING,
+)
 
 # Rows in NIH's format (the v2020 header; the 2017 file ends every line with a comma and has "058Y" ages).
 ROWS = [

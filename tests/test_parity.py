@@ -41,9 +41,12 @@ def test_gates_name_what_failed():
     assert f"b AUC change {-drop:+.4f} (allowed: down to -0.02)" in reasons and drop > 0.02
     # int8: the better of the probs and the host-sigmoid logits paths is used and named.
     logits = np.log(reference / (1 - reference + 1e-12) + 1e-12)
-    entry = artifact_parity("int8", reference, {"probs": shuffled, "logits": logits}, labels, NAMES, [0.5] * 3)
-    assert entry["status"] == "passed" and entry["use_output"] == "logits" and set(entry["paths"]) == {"probs", "logits"}
-    entry = artifact_parity("float32", reference, {"probs": shuffled, "logits": logits}, labels, NAMES, [0.5] * 3)
+    entry = artifact_parity("quantized", "int8", reference, {"probs": shuffled, "logits": logits}, labels, NAMES,
+                            [0.5] * 3)
+    assert entry["status"] == "passed" and entry["use_output"] == "logits"
+    assert set(entry["paths"]) == {"probs", "logits"}
+    entry = artifact_parity("exact", "float32", reference, {"probs": shuffled, "logits": logits}, labels, NAMES,
+                            [0.5] * 3)
     assert entry["status"] == "failed" and entry["failures"][0].startswith("max |dp|")
 
 

@@ -44,7 +44,8 @@ def test_training_is_deterministic_per_seed_and_eval_is_not_augmented(records):
     assert [order[r.path] for r in records] == list(range(len(records)))
     assert np.array_equal(np.concatenate([y for _, y in plain]), np.stack([r.labels for r in records]))
     # training sees every image once per epoch (a permutation of the labels), augmented
-    assert sorted(map(tuple, np.concatenate([y for _, y in first]))) == sorted(map(tuple, np.stack([r.labels for r in records])))
+    every_label = np.stack([r.labels for r in records])
+    assert sorted(map(tuple, np.concatenate([y for _, y in first]))) == sorted(map(tuple, every_label))
     cached = batches(make_dataset(records, 32, 8, cache=True))
     for (xa, _), (xb, _) in zip(plain, cached):
         np.testing.assert_array_equal(xa, xb)

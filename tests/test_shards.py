@@ -9,7 +9,8 @@ import tensorflow_datasets as tfds
 from keras_mamsf.cli.main import main
 from keras_mamsf.data import nih, splits
 from keras_mamsf.data.pipeline import make_dataset
-from keras_mamsf.data.shards import find_shards, make_shard_dataset, split_dataset
+from keras_mamsf.data.shards import find_shards, make_shard_dataset, prepared_sizes
+from keras_mamsf.data.sources import split_dataset
 from keras_mamsf.data.synth import write_synthetic
 
 SIZE = 48  # synthetic images are 96 px: the shards hold a real 2x downscale
@@ -89,7 +90,7 @@ def test_prepare_errors_on_or_counts_a_truncated_png(tmp_path, capsys):
 
 
 def test_export_calibration_reads_shards_like_pngs(prepared):
-    from keras_mamsf.export.calibration import load_images, prepared_sizes, select_images
+    from keras_mamsf.export.calibration import load_images, select_images
 
     root, out = prepared
     assert prepared_sizes(out) == [SIZE] and prepared_sizes(root) == []

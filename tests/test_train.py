@@ -11,11 +11,13 @@ import time
 import numpy as np
 import pytest
 
+import keras_mamsf as mamsf
 from keras_mamsf.cli.main import main
 from keras_mamsf.training.config import ConfigError, TrainConfig
 
 SMALL = ["--set", "backbone=test_efficientnet", "--set", "image_size=32", "--set", "batch_size=6", "--set",
-         "fusion_filters=8", "--set", "n_boot=50", "--set", "val_fraction=0.3", "--set", "warmup_epochs=0.5", "--set", "learning_rate=0.003"]
+         "fusion_filters=8", "--set", "n_boot=50", "--set", "val_fraction=0.3", "--set", "warmup_epochs=0.5",
+         "--set", "learning_rate=0.003"]
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +73,40 @@ def test_config_round_trip_and_contract_keys(tmp_path):
     assert contract <= set(TrainConfig.keys())
     config = TrainConfig().with_overrides(["anchor=none", "anchor_layers=[\"block6\", \"block7\", \"top_\"]",
                                            "fusion_kernels=[1, 3]", "learning_rate=3e-4", "class_aware=true"])
-    assert (config.anchor, config.anchor_layers, config.fusion_kernels) == ("none", ("block6", "block7", "top_"), (1, 3))
+    assert (config.anchor, config.anchor_layers) == ("none", ("block6", "block7", "top_"))
+    assert config.fusion_kernels == (1, 3)
     assert TrainConfig.from_file(config.write(tmp_path / "c.toml")) == config
     assert config.model_arguments()["anchor"] is None
     with pytest.raises(ConfigError, match="fusion_kernels must be odd"):
         TrainConfig().with_overrides(["fusion_kernels=[2]"])
+
+
+def test_every_model_argument_is_a_config_key_that_reaches_the_model():
+    """Issue 22, acceptance 3: `MAMSFClassifier`'s (and `build_model`'s) arguments are config keys, or
+    derived from named ones; each, set by `--set`, arrives in `model_arguments()` as the model takes it."""
+    import inspect
+
+    from keras_mamsf.training.config import DERIVED_MODEL_ARGUMENTS, MODEL_PARAMETERS
+
+    classifier = set(inspect.signature(mamsf.MAMSFClassifier.__init__).parameters) - {"self", "kwargs"}
+    builder = set(inspect.signature(mamsf.build_model).parameters) - {"dtype_policy"} | {"dtype"}
+    assert classifier == builder == set(MODEL_PARAMETERS)
+    assert classifier - set(DERIVED_MODEL_ARGUMENTS) <= set(TrainConfig.keys())
+    assert set(DERIVED_MODEL_ARGUMENTS) == {"input_shape", "num_classes", "dtype", "name"}
+    assert "dtype_policy" in TrainConfig.keys() and {"image_size", "channels"} <= set(TrainConfig.keys())
+    changed = {"backbone": "efficientnet_lite0", "weights": "imagenet", "anchor": "shadow", "anchor_decay": 0.99,
+               "anchor_warmup": False, "anchor_warmup_gamma": 2.0, "anchor_warmup_power": 0.75,
+               "anchor_layers": ["block6"], "fusion_filters": 32, "fusion_kernels": [1, 3],
+               "fusion_activation": "relu", "dropout": 0.1}
+    assert set(changed) == classifier - set(DERIVED_MODEL_ARGUMENTS)
+    for key, value in changed.items():
+        default = MODEL_PARAMETERS[key].default
+        assert value != default, key  # a change the test can see
+        config = TrainConfig().with_overrides([f"{key}={json.dumps(value)}"])
+        arguments = config.model_arguments()
+        assert arguments[key] == (tuple(value) if isinstance(value, list) else value), key
+        assert TrainConfig().model_arguments()[key] == (tuple(default) if isinstance(default, tuple) else default)
+    assert TrainConfig(image_size=64, channels=3).model_arguments()["input_shape"] == (64, 64, 3)
 
 
 @pytest.mark.slow

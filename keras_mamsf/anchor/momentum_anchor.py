@@ -3,10 +3,9 @@
 import keras
 from keras import ops
 
+from keras_mamsf.anchor.modes import DEFAULT, anchor_mode
 from keras_mamsf.anchor.schedule import anchor_decay
 from keras_mamsf.utils.layers import leaf_layers
-
-ANCHOR_MODES = ("branch", "shadow", "inplace", None)
 
 
 @keras.saving.register_keras_serializable(package="keras_mamsf")
@@ -23,7 +22,7 @@ class MomentumAnchor(keras.layers.Layer):
     (never trainable, `aggregation="mean"` so replicas agree; the int step counter uses
     `"only_first_replica"`). They start as copies of the online weights.
 
-    What the mode changes:
+    What the mode changes (the columns of `keras_mamsf.anchor.modes`, which this layer reads):
 
     - `"branch"`: the forward pass runs the block twice, with the online weights and
       (in inference mode) with the anchor weights, and returns both feature maps
@@ -52,7 +51,7 @@ class MomentumAnchor(keras.layers.Layer):
     def __init__(
         self,
         block,
-        mode="branch",
+        mode=DEFAULT.value,
         decay=0.999,
         warmup=True,
         warmup_gamma=1.0,
@@ -61,13 +60,7 @@ class MomentumAnchor(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(mode, str) and mode.lower() == "none":
-            mode = None
-        if mode not in ANCHOR_MODES:
-            raise ValueError(
-                f"anchor mode {mode!r} is not one of {ANCHOR_MODES}: use 'branch' (the paper's "
-                "reference branch), 'shadow', 'inplace' or None (no anchor)"
-            )
+        self.mode_spec = anchor_mode(mode)
         if not 0.0 <= float(decay) < 1.0:
             raise ValueError(f"anchor decay must be in [0, 1), got {decay!r}")
         if warmup_gamma <= 0 or warmup_power <= 0:
@@ -77,7 +70,7 @@ class MomentumAnchor(keras.layers.Layer):
         if not isinstance(block, keras.layers.Layer):
             raise TypeError(f"MomentumAnchor wraps a keras Layer or Model, got {type(block).__name__}")
         self.block = block
-        self.mode = mode
+        self.mode = self.mode_spec.value  # the config's spelling (None for no anchor)
         self.decay = float(decay)
         self.warmup = bool(warmup)
         self.warmup_gamma = float(warmup_gamma)
@@ -93,9 +86,9 @@ class MomentumAnchor(keras.layers.Layer):
         if not self.block.built:
             self.block.build(input_shape)
         self._online_weights = [w for layer in self._anchored_layers() for w in layer.weights if _is_floating(w)]
-        if not self._online_weights and self.mode is not None:
+        if not self._online_weights and self.mode_spec.has_anchor:
             raise ValueError(f"anchored={self.anchored} selects no weights in block {self.block.name}")
-        if self.mode is not None:
+        if self.mode_spec.has_anchor:
             self._anchor_weights = [
                 self.add_weight(
                     shape=w.shape,
@@ -120,28 +113,28 @@ class MomentumAnchor(keras.layers.Layer):
 
     # -- forward -------------------------------------------------------------------
     def call(self, inputs, training=None):
-        shadow_inference = self.mode == "shadow" and not training
-        online = None if shadow_inference else self.block(inputs, training=training)
-        needs_anchor = self.mode == "branch" or shadow_inference
-        anchor = self._anchor_forward(inputs) if needs_anchor else None
+        path = "both" if training and self.mode_spec.both_paths_in_training else (
+            "online" if training else self.mode_spec.inference_path)
+        online = None if path == "anchor" else self.block(inputs, training=training)
+        anchor = None if path == "online" else self._anchor_forward(inputs)
         return self.merge(online, anchor, training)
 
     def features(self, inputs):
         """`(online, anchor)` feature maps in inference mode (both online for mode None)."""
         online = self.block(inputs, training=False)
-        anchor = online if self.mode is None else self._anchor_forward(inputs)
+        anchor = self._anchor_forward(inputs) if self.mode_spec.has_anchor else online
         return online, anchor
 
     def merge(self, online, anchor, training=None):
         """What the layer hands on: both maps concatenated for "branch", else one of them."""
-        if self.mode == "branch":
+        if self.mode_spec.concatenates:
             return ops.concatenate([online, anchor], axis=-1)
-        if self.mode == "shadow" and not training and anchor is not None:
+        if self.mode_spec.inference_path == "anchor" and not training and anchor is not None:
             return anchor
         return online
 
     def _anchor_forward(self, inputs):
-        if self.mode is None:
+        if not self.mode_spec.has_anchor:
             return None
         with keras.StatelessScope(state_mapping=self.anchor_state_mapping()):
             return self.block(inputs, training=False)
@@ -164,7 +157,7 @@ class MomentumAnchor(keras.layers.Layer):
         scaler did not). Written with `keras.ops` only, so the same code runs in a TF
         graph, under `torch.no_grad()` and inside a JAX `StatelessScope`.
         """
-        if self.mode is None:
+        if not self.mode_spec.has_anchor:
             return
         # A diverged step (non-finite online weights) never reaches the anchor, so training
         # can fall back on it; TerminateOnNaN in the default callbacks then stops the run.
@@ -177,7 +170,7 @@ class MomentumAnchor(keras.layers.Layer):
             blended = m * anchor.value + (1.0 - m) * ops.cast(online.value, "float32")
             new_anchor = ops.where(did_update, blended, anchor.value)
             anchor.assign(new_anchor)
-            if self.mode == "inplace":
+            if self.mode_spec.anchor_to_online:
                 # Only after a real update: otherwise this would undo the step's BatchNorm
                 # statistics, or put diverged online weights back.
                 online.assign(ops.where(did_update, ops.cast(new_anchor, online.dtype), online.value))

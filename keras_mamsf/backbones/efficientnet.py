@@ -1,17 +1,23 @@
-"""EfficientNet backbones from `keras.applications`, split into a trunk and a final block.
+"""The EfficientNet family: `keras.applications`' B0-B7 and V2 variants, EfficientNet-Lite0 and the
+test backbone, each registered with its stages.
 
-The split is found from layer names (`blockNx_*` stages and `top_*`), not hard-coded per
-variant, so every B0-B7 and V2 variant splits the same way: the final block is the last
-stage plus `top_conv`/`top_bn`/`top_activation`.
+The stages are read from Keras' layer names, here and nowhere else: `stem_*`, then one stage per
+`blockN` (`blockNx_*`), then `top_*`. The final block (anchored by default) is the last `blockN`
+stage and `top`, so every variant splits the same way.
 """
 
-import os
 import re
 
 import keras
 import numpy as np
 
-from keras_mamsf.utils.keras_internals import efficientnet_builder, efficientnet_imagenet_stddev
+from keras_mamsf.backbones.backbone import Backbone, Stage
+from keras_mamsf.backbones.registry import register_backbone
+from keras_mamsf.utils.keras_internals import (
+    efficientnet_builder,
+    efficientnet_imagenet_stddev,
+)
+from keras_mamsf.utils.weights import copy_weights
 
 
 def EfficientNetLite0(include_top=False, weights=None, input_shape=None):
@@ -44,7 +50,7 @@ def TestEfficientNet(include_top=False, weights=None, input_shape=None):
                         weights=weights, input_shape=input_shape)
 
 
-BACKBONES = {
+APPLICATIONS = {
     "efficientnetb0": keras.applications.EfficientNetB0,
     "efficientnetb1": keras.applications.EfficientNetB1,
     "efficientnetb2": keras.applications.EfficientNetB2,
@@ -65,11 +71,34 @@ BACKBONES = {
 # The variants whose `weights="imagenet"` build has one more layer than their `weights=None` build.
 IMAGENET_RESCALED = tuple(f"efficientnetb{index}" for index in range(8))
 
-_STAGE = re.compile(r"^block(\d+)[a-z]+_")
+_BLOCK_STAGE = re.compile(r"^(block\d+)[a-z]+_")
 
 
-def load_backbone(name, input_shape, weights=None):
-    """The `keras.applications` model `name` without its top, for RGB `input_shape`.
+def efficientnet_stages(model):
+    """`(stages, final_block)` of a Keras EfficientNet: `stem`, `block1` .. `blockN`, `top`."""
+    members = {}
+    for layer in model.layers:
+        match = _BLOCK_STAGE.match(layer.name)
+        stage = match.group(1) if match else "stem" if layer.name.startswith("stem_") else (
+            "top" if layer.name.startswith("top_") else None)
+        if stage is not None:
+            members.setdefault(stage, []).append(layer.name)
+    stages = tuple(Stage(name, tuple(layers)) for name, layers in members.items())
+    blocks = [stage.name for stage in stages if stage.name.startswith("block")]
+    return stages, (blocks[-1], "top")
+
+
+def _variant(key):
+    def build(input_shape, weights=None):
+        model = _keras_application(key, input_shape, weights)
+        stages, final_block = efficientnet_stages(model)
+        return Backbone(model, stages, final_block)
+
+    return build
+
+
+def _keras_application(key, input_shape, weights=None):
+    """The `keras.applications` model `key` without its top, for RGB `input_shape`.
 
     `weights`: None (random init), "imagenet" (downloaded by Keras on first use and
     cached under ~/.keras/models), or the path of a weights file for that variant
@@ -77,20 +106,8 @@ def load_backbone(name, input_shape, weights=None):
     the result has the architecture of the `weights=None` build, the one a saved model
     is rebuilt with: see `_imagenet_scaling_folded` for B0-B7's ImageNet weights.
     """
-    key = str(name).lower()
-    if key not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONES)}")
-    if weights not in (None, "imagenet"):
-        path = os.fspath(weights)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"backbone weights file {path} does not exist: pass weights=None, 'imagenet' or an existing file"
-            )
-        if not path.endswith(".h5"):
-            raise ValueError(f"backbone weights file {path} must be a .weights.h5 or Keras *_notop.h5 weights file")
-        weights = path
     try:
-        backbone = BACKBONES[key](include_top=False, weights=weights, input_shape=tuple(input_shape))
+        backbone = APPLICATIONS[key](include_top=False, weights=weights, input_shape=tuple(input_shape))
     except Exception as error:  # Keras raises a bare Exception when the download fails
         if weights != "imagenet":
             raise
@@ -121,11 +138,9 @@ def _imagenet_scaling_folded(key, backbone, input_shape):
     Keras' `*_notop.h5`, or a `weights="imagenet"` Keras model's `save_weights`); not a backbone
     saved after the fold (variance stddev**3), nor any other file.
     """
-    from keras_mamsf.models.io import copy_weights
-
     keras_imagenet_build = sum(isinstance(layer, keras.layers.Rescaling) for layer in backbone.layers) == 2
     if keras_imagenet_build:
-        plain = BACKBONES[key](include_top=False, weights=None, input_shape=tuple(input_shape))
+        plain = APPLICATIONS[key](include_top=False, weights=None, input_shape=tuple(input_shape))
         copy_weights(backbone, plain)
         backbone = plain
     normalization = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Normalization))
@@ -138,53 +153,5 @@ def _imagenet_scaling_folded(key, backbone, input_shape):
     return backbone
 
 
-def last_stage_prefix(backbone):
-    """`"blockN"` for the highest stage number N among the backbone's layer names."""
-    stages = [int(m.group(1)) for m in (_STAGE.match(layer.name) for layer in backbone.layers) if m]
-    if not stages:
-        raise ValueError(
-            f"backbone {backbone.name} has no 'blockN..._' layers: pass anchor_layers=(prefixes...) explicitly"
-        )
-    return f"block{max(stages)}"
-
-
-def split_backbone(backbone, anchor_layers=None):
-    """Split `backbone` into `(trunk, block)` sharing its layers.
-
-    `anchor_layers`: layer-name prefixes of the layers to anchor; by default the last stage
-    and `top_` (the final block). The block is everything from the first selected layer to
-    the output (the part that runs on both paths); `MomentumAnchor(anchored=anchor_layers)`
-    then anchors the selected layers only. So ("block6",) anchors stage 6 while stage 7
-    and top run with online weights on both paths, and ("stem_", "block", "top_") anchors
-    the whole backbone. The first selected layer must start a single-input part (a stage,
-    not a layer inside a residual block).
-    """
-    prefixes = tuple(anchor_layers) if anchor_layers else (last_stage_prefix(backbone), "top_")
-    if not prefixes or not all(isinstance(p, str) and p for p in prefixes):
-        raise ValueError(f"anchor_layers must be non-empty layer-name prefixes, got {anchor_layers!r}")
-    selected = [layer for layer in backbone.layers if layer.name.startswith(prefixes)]
-    if not selected:
-        raise ValueError(
-            f"no layer of {backbone.name} starts with {', '.join(prefixes)}; "
-            f"its last stage is {last_stage_prefix(backbone)!r}"
-        )
-    first = selected[0]
-    cut = first.input  # backbone layers are called once, so this is the tensor inside the backbone
-    if not isinstance(cut, keras.KerasTensor):
-        raise ValueError(f"layer {first.name} has several inputs; anchor_layers must start at a single-input layer")
-    trunk = keras.Model(backbone.inputs, cut, name="trunk")
-    try:
-        block = keras.Model(cut, backbone.outputs[0], name="final_block")
-    except ValueError:  # the tail also needs a tensor from before the cut: a residual connection
-        raise ValueError(
-            f"anchor_layers {prefixes} start at {first.name}, inside a residual block of {backbone.name}; "
-            "start them at a stage (e.g. 'block6') or at 'top_'"
-        ) from None
-    in_block = {layer.name for layer in block.layers if not isinstance(layer, keras.layers.InputLayer)}
-    missing = sorted({layer.name for layer in selected} - in_block)
-    if missing:
-        raise ValueError(
-            f"anchor_layers {prefixes} select layers that are not on the path to the output of "
-            f"{backbone.name}: {', '.join(missing[:5])}"
-        )
-    return trunk, block
+for _key in APPLICATIONS:
+    register_backbone(_key, _variant(_key))

@@ -4,7 +4,6 @@ import os
 
 from keras_mamsf.cli.train import PROGRESS_CHOICES
 
-
 # The named grids as --help lists them (kept light: the parser is built without Keras; a test checks
 # that this names every grid of keras_mamsf.training.grid.GRIDS).
 GRIDS_HELP = ("reviewer: modes + anchored part + decay sweep (8 cells); modes: none, branch, shadow, inplace; "
@@ -66,7 +65,7 @@ def base_and_cells(args):
 
 
 def run(args):
-    from keras_mamsf.cli.main import CommandError
+    from keras_mamsf.cli.errors import CommandError
     from keras_mamsf.training.ablation import finished_runs, read_plan, run_ablation
     from keras_mamsf.training.grid import parse_shard, plan, shard_of
 

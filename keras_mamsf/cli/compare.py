@@ -16,14 +16,15 @@ def add_parser(commands, name):
     parser.add_argument("b", metavar="B.npz", help="predictions of model B (e.g. the anchor=None baseline)")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="write compare.json, compare.md, compare.html and a forest plot here")
+    parser.add_argument("--out", default=None,
+                        help="write compare.json, compare.md, compare.html and a forest plot here")
     parser.add_argument("--json", action="store_true", help="print the comparison as JSON")
     parser.set_defaults(run=run)
     return parser
 
 
 def run(args):
-    from keras_mamsf.cli.main import CommandError
+    from keras_mamsf.cli.errors import CommandError
     from keras_mamsf.evaluation import Predictions, compare_predictions
     from keras_mamsf.evaluation.report import comparison_lines
 
@@ -41,7 +42,8 @@ def run(args):
         return 0
     print(f"A: {args.a}\nB: {args.b}")
     print(f"{comparison['n_images']} images, {comparison['n_patients'] or 'unknown'} patients; 95% CIs from "
-          f"{comparison['n_boot']} paired bootstrap resamples of {comparison['resampling']}s, seed {comparison['seed']}")
+          f"{comparison['n_boot']} paired bootstrap resamples of {comparison['resampling']}s, "
+          f"seed {comparison['seed']}")
     print("\n".join(comparison_lines(comparison)))
     if paths:
         print(f"report: {paths['compare.html']}")

@@ -16,6 +16,7 @@ DEMO_PRECISE_BN_IMAGES = 400
 
 
 def add_parser(commands, name):
+    from keras_mamsf.anchor.modes import DEFAULT, MODES
     from keras_mamsf.training.distribution import DISTRIBUTE_CHOICES
 
     parser = commands.add_parser(
@@ -23,19 +24,22 @@ def add_parser(commands, name):
         help="train MAMSF and its anchor=None baseline on synthetic data, compare them, export MAMSF",
         description="Writes a SYNTHETIC dataset in the NIH ChestX-ray14 layout under OUT/data (or reads --data ROOT), "
         "trains MAMSF (--backbone, default EfficientNetB0, from scratch; --anchor, default branch) and the same "
-        "network with anchor=None under the same budget, evaluates both on the patient-disjoint test split (per-class AUC with patient-"
+        "network with anchor=None under the same budget, evaluates both on the patient-disjoint test split "
+        "(per-class AUC with patient-"
         "bootstrap 95%% CIs), compares them (DeLong, paired bootstrap), and exports MAMSF to int8 TFLite and ONNX "
         "with parity gates. Each run is a `mamsf train` run folder under OUT/runs (resumable).",
     )
-    parser.add_argument("--data", default=None, help="an NIH-layout root to use (default: synthesize one under OUT/data)")
+    parser.add_argument("--data", default=None,
+                        help="an NIH-layout root to use (default: synthesize one under OUT/data)")
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument("--images", type=int, default=1200, help="synthetic images in all (default: 1200)")
     parser.add_argument("--size", type=int, default=64, help="training image side in pixels, >= 32 (default: 64)")
     parser.add_argument("--epochs", type=int, default=6, help="epochs per model (default: 6)")
     parser.add_argument("--batch-size", type=int, default=16, help="(default: 16: more, smaller steps let the "
                         "BatchNorm statistics catch up in a short run)")
-    parser.add_argument("--anchor", default="branch", choices=["branch", "shadow", "inplace"],
-                        help="the anchored mode compared with anchor=None (default: branch)")
+    anchored = [name for name, mode in MODES.items() if mode.has_anchor]
+    parser.add_argument("--anchor", default=DEFAULT.name, choices=anchored,
+                        help=f"the anchored mode compared with anchor=None (default: {DEFAULT.name})")
     parser.add_argument("--backbone", default="efficientnetb0",
                         help="the backbone of both models, a `mamsf train` backbone name (default: efficientnetb0)")
     parser.add_argument("--seed", type=int, default=0)
@@ -60,7 +64,8 @@ def demo_config(args, anchor):
 
 
 def run(args):
-    from keras_mamsf.cli.main import CommandError
+    from keras_mamsf.anchor.modes import NONE
+    from keras_mamsf.cli.errors import CommandError
     from keras_mamsf.training.config import ConfigError
 
     if args.images < 8 or args.epochs < 1 or args.batch_size < 1 or args.size < 32:
@@ -71,7 +76,7 @@ def run(args):
         (lambda message: print(message, flush=True))
     root = args.data
     synthetic = root is None
-    anchors = (args.anchor, "none")
+    anchors = (args.anchor, NONE.name)
     try:
         configs = {anchor: demo_config(args, anchor) for anchor in anchors}
     except ConfigError as error:
@@ -99,8 +104,8 @@ def run(args):
     from keras_mamsf.evaluation.report import write_comparison
 
     predictions = {anchor: Predictions.load(runs[anchor]["paths"]["predictions"]) for anchor in anchors}
-    comparison = compare_predictions(predictions[args.anchor], predictions["none"], n_boot=1000, seed=args.seed)
-    comparison_paths = write_comparison(os.path.join(args.out, f"compare_{args.anchor}_vs_none"), comparison)
+    comparison = compare_predictions(predictions[args.anchor], predictions[NONE.name], n_boot=1000, seed=args.seed)
+    comparison_paths = write_comparison(os.path.join(args.out, f"compare_{args.anchor}_vs_{NONE.name}"), comparison)
     exports = {}
     if not args.no_export:
         say(f"\n[{len(anchors) + 1}/{len(anchors) + 1}] exporting anchor={args.anchor} to int8 TFLite and ONNX "
@@ -108,7 +113,8 @@ def run(args):
         exports = _export(runs[args.anchor], root, os.path.join(args.out, "export"), args.seed, say)
     summary = {
         "data": "synthetic" if synthetic else os.path.abspath(root),
-        "runs": {anchor: {"macro_auc": run["metrics"]["macro"]["auc"], "macro_auc_ci": run["metrics"]["macro"]["auc_ci"],
+        "runs": {anchor: {"macro_auc": run["metrics"]["macro"]["auc"],
+                          "macro_auc_ci": run["metrics"]["macro"]["auc_ci"],
                           "per_class": {label: entry["auc"] for label, entry in run["metrics"]["per_class"].items()},
                           "run_dir": run["run_dir"], "report": run["paths"]["report.html"]}
                  for anchor, run in runs.items()},
@@ -129,8 +135,10 @@ def run(args):
 
 def _export(run, root, out_dir, seed, say):
     from keras_mamsf.export import export_model
+    from keras_mamsf.export.litert import INT8
+    from keras_mamsf.inference.formats import ONNX, TFLITE
 
-    report = export_model(run["model"], out_dir, formats=["tflite", "onnx"], quantize=["int8"],
+    report = export_model(run["model"], out_dir, formats=[TFLITE, ONNX], quantize=[INT8],
                           calibration_data=root, parity_data=root, thresholds_path=run["paths"].get("thresholds"),
                           calibration_images=200, parity_images=200, seed=seed, log=say)
     exports = {}
@@ -140,7 +148,8 @@ def _export(run, root, out_dir, seed, say):
         kept = entry.get("file")  # a failed artifact is kept as NAME.FAILED.EXT
         exports[name] = {"path": os.path.join(out_dir, kept) if kept else None, "status": entry["status"],
                          "parity": parity.get("status"), "max_dp": figures.get("max_dp"),
-                         "macro_auc_change": None if figures.get("macro_auc_drop") is None else -figures["macro_auc_drop"],
+                         "macro_auc_change": None if figures.get("macro_auc_drop") is None
+                         else -figures["macro_auc_drop"],
                          "size_bytes": entry.get("size_bytes")}
     return exports
 
@@ -159,11 +168,13 @@ def _print_summary(summary, runs, anchors, comparison, root):
     print("\n".join(comparison_lines(comparison, anchored, baseline)[:-1]))
     for anchor in anchors:
         macro = metrics[anchor]["macro"]
-        print(f"macro AUC, anchor={anchor}: {value_text(macro['auc'], macro['auc_ci'])} over {macro['classes']} classes")
+        print(f"macro AUC, anchor={anchor}: {value_text(macro['auc'], macro['auc_ci'])} "
+              f"over {macro['classes']} classes")
     print(comparison_lines(comparison, anchored, baseline)[-1] + "; one synthetic run, not evidence about real X-rays")
     for name, entry in summary["exports"].items():
         change = "" if entry["macro_auc_change"] is None else f", macro AUC change {entry['macro_auc_change']:+.4f}"
         kept = "" if entry["status"] == "ok" or not entry["path"] else f"; kept as {os.path.basename(entry['path'])}"
         max_dp = "n/a" if entry["max_dp"] is None else f"{entry['max_dp']:.2g}"
         print(f"export {name}: {entry['status']}, parity {entry['parity']} (max |dp| {max_dp}{change}{kept})")
-    print("reports: " + ", ".join([runs[a]["paths"]["report.html"] for a in anchors] + [summary["comparison"]["report"]]))
+    reports = [runs[a]["paths"]["report.html"] for a in anchors] + [summary["comparison"]["report"]]
+    print("reports: " + ", ".join(reports))

@@ -50,10 +50,14 @@ def add_parser(commands, name):
 
 
 def run(args):
-    from keras_mamsf.cli.main import CommandError
-    from keras_mamsf.evaluation import Predictions, compare_predictions, evaluate_predictions
+    from keras_mamsf.cli.errors import CommandError
+    from keras_mamsf.evaluation import (
+        Predictions,
+        compare_predictions,
+        evaluate_predictions,
+    )
     from keras_mamsf.evaluation.report import write_evaluation
-    from keras_mamsf.evaluation.thresholds import RULES
+    from keras_mamsf.stats.thresholds import RULES
 
     if args.split not in SPLITS:
         raise CommandError(f"unknown --split {args.split!r}: choose one of {', '.join(SPLITS)}")
@@ -126,8 +130,10 @@ def _score(args, model, split, records, index):
         raise FileNotFoundError(f"{model}: no such model file or folder")
     if records is not None and not records[split]:
         raise ValueError(f"the {split} split of {args.data} is empty; nothing to evaluate")
-    predictions, details = score_split(model, records=None if records is None else records[split], shards=args.shards,
-                                       split=split, batch_size=args.batch_size, threads=args.threads)
+    from keras_mamsf.data.sources import image_source
+
+    predictions, details = score_split(model, image_source(records, args.shards), split=split,
+                                       batch_size=args.batch_size, threads=args.threads)
     return predictions, split_source(model, args.data, split, args.split_method, args.val_fraction, args.split_seed,
                                      index, **details)
 
@@ -160,6 +166,7 @@ def print_summary(metrics, paths):
         print(f"macro AUC change vs baseline: {value_text(change['macro']['delta_auc'], change['macro']['ci'], 4)}, "
               f"p={change['macro']['p_value']:.3g}")
     if metrics["thresholds"]:
-        print(f"thresholds ({metrics['thresholds']['rule']} rule, chosen on {metrics['thresholds']['chosen_on']['source']}): "
+        print(f"thresholds ({metrics['thresholds']['rule']} rule, "
+              f"chosen on {metrics['thresholds']['chosen_on']['source']}): "
               f"{paths['thresholds']}")
     print(f"report: {paths['report.html']} (and report.md, metrics.json, predictions.npz, plots)")

@@ -25,8 +25,11 @@ def add_arguments(parser, formats=True):
     parser.add_argument("model", metavar="MODEL.keras", help="a model saved by mamsf (safe_mode load)")
     parser.add_argument("--out", required=True, help="output folder (artifacts, labels.txt, manifest.json)")
     if formats:
-        parser.add_argument("--format", default="savedmodel,tflite,onnx",
-                            help="comma list of savedmodel, tflite, onnx (default: all three)")
+        from keras_mamsf.inference.formats import EXPORT_FORMATS
+
+        names = [fmt.name for fmt in EXPORT_FORMATS]
+        parser.add_argument("--format", default=",".join(names),
+                            help=f"comma list of {', '.join(names)} (default: all of them)")
     parser.add_argument("--quantize", default=None,
                         help="TFLite variants, a comma list of float32, float16, dynamic, int8 "
                         "(default: float32,float16,dynamic, plus int8 when --calibration-data is given)")

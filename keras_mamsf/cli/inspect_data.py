@@ -82,7 +82,8 @@ def print_report(report):
     splits = list(report["splits"])
     print(f"{'label':<20}{'all':>8}" + "".join(f"{s:>8}" for s in splits))
     for name in names:
-        print(f"{name:<20}{report['labels'][name]:>8}" + "".join(f"{report['splits'][s]['labels'][name]:>8}" for s in splits))
+        per_split = "".join(f"{report['splits'][s]['labels'][name]:>8}" for s in splits)
+        print(f"{name:<20}{report['labels'][name]:>8}" + per_split)
     for split in splits:
         part = report["splits"][split]
         print(f"split {split}: {part['images']} images, {part['patients']} patients")

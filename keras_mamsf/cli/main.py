@@ -3,14 +3,22 @@
 import argparse
 import sys
 
-from keras_mamsf.cli import ablate, compare, demo, evaluate, export, inspect_data, predict, prepare, synth, train
+from keras_mamsf.cli import (
+    ablate,
+    compare,
+    demo,
+    evaluate,
+    export,
+    inspect_data,
+    predict,
+    prepare,
+    synth,
+    train,
+)
+from keras_mamsf.cli.errors import CommandError
 
 SUBCOMMANDS = {"synth": synth, "inspect": inspect_data, "prepare": prepare, "train": train, "evaluate": evaluate,
                "compare": compare, "ablate": ablate, "export": export, "predict": predict, "demo": demo}
-
-
-class CommandError(Exception):
-    """A bad input or state the user can fix; printed as one line, exit status 1."""
 
 
 def build_parser():
@@ -46,9 +54,5 @@ def main(argv=None, prog=None):
         return 1
 
 
-if __name__ == "__main__":
-    # `python -m keras_mamsf.cli.main`: run the imported module's main, whose CommandError is the
-    # class the commands raise (this file's own copy, __main__.CommandError, is a different class).
-    from keras_mamsf.cli.main import main as package_main
-
-    sys.exit(package_main())
+if __name__ == "__main__":  # `python -m keras_mamsf.cli.main`
+    sys.exit(main())

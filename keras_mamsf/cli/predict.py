@@ -36,8 +36,9 @@ def predict_files(model_path, paths, threads=None, dicom_window="auto", force=Fa
     import numpy as np
 
     from keras_mamsf.data.images import check_image_file, load_image
-    from keras_mamsf.export.manifest import model_card
-    from keras_mamsf.export.runtime import load_runner, scores_from_outputs, square_input
+    from keras_mamsf.inference.formats import load_runner
+    from keras_mamsf.inference.model_card import model_card
+    from keras_mamsf.inference.runners import scores_from_outputs, square_input
 
     for path in paths:  # before loading the model: a wrong path or an oversized image fails at once
         check_image_file(path, force)
@@ -61,11 +62,11 @@ def write_gradcams(model_path, paths, label, out_dir, dicom_window="auto", force
     """Grad-CAM overlays `OUT/<image>_<label>.png` for `label` ("all": every class); returns the paths."""
     from keras_mamsf.data.images import load_image
     from keras_mamsf.explain.grad_cam import class_index, grad_cam, overlay, write_png
-    from keras_mamsf.export.manifest import model_card
-    from keras_mamsf.export.runtime import artifact_format
+    from keras_mamsf.inference.formats import KERAS, artifact_format
+    from keras_mamsf.inference.model_card import model_card
     from keras_mamsf.models.io import load_model
 
-    if artifact_format(model_path) != "keras":
+    if artifact_format(model_path) is not KERAS:
         raise ValueError(f"--gradcam needs the .keras model (an exported file has no fusion feature map): "
                          f"{model_path}")
     model = load_model(model_path)
@@ -86,7 +87,7 @@ def write_gradcams(model_path, paths, label, out_dir, dicom_window="auto", force
 def run(args):
     import sys
 
-    from keras_mamsf.export.manifest import parity_warning
+    from keras_mamsf.inference.model_card import parity_warning
 
     if args.gradcam and not args.out:
         raise ValueError("--gradcam writes PNGs: add --out DIR")

@@ -2,9 +2,10 @@
 
 TensorFlow's C++ runtime writes "WARNING: All log messages before absl::InitializeLog() ...",
 oneDNN / CUDA-driver / CPU-feature notices (and a `cuInit` error on machines without a GPU), and
-the TFLite converter and interpreter their settings and delegate notices, straight to file descriptor 2, before and regardless of `TF_CPP_MIN_LOG_LEVEL`. The command
-routes descriptor 2 through a pipe and a thread that drops exactly those lines; everything else
-(our messages, Keras' progress, tracebacks) passes through unchanged.
+the TFLite converter and interpreter their settings and delegate notices, straight to file
+descriptor 2, before and regardless of `TF_CPP_MIN_LOG_LEVEL`. The command routes descriptor 2
+through a pipe and a thread that drops exactly those lines; everything else (our messages, Keras'
+progress, tracebacks) passes through unchanged.
 """
 
 import atexit

@@ -27,7 +27,8 @@ def add_parser(commands, name):
                         help="read images from `mamsf prepare` shards at image_size (fast; a resumed epoch's order "
                         "then differs from an uninterrupted run's)")
     parser.add_argument("--distribute", default="none", choices=DISTRIBUTE_CHOICES,
-                        help="multi-device engine: mirrored / multiworker (TensorFlow), data_parallel / multiworker (JAX)")
+                        help="multi-device engine: mirrored / multiworker (TensorFlow), "
+                        "data_parallel / multiworker (JAX)")
     parser.add_argument("--on-bad-image", default="skip", choices=["skip", "error"],
                         help="an image that is missing or does not decode: skip it and count it (default), or stop")
     parser.add_argument("--verify", default="decode", choices=["decode", "header"],
@@ -48,7 +49,7 @@ def resolve_config(config_file, overrides):
 
 
 def run(args):
-    from keras_mamsf.cli.main import CommandError
+    from keras_mamsf.cli.errors import CommandError
     from keras_mamsf.training.config import TrainConfig
 
     config = resolve_config(args.config, args.overrides)

@@ -23,7 +23,7 @@ the mean of the colour channels, and the image as it is).
 
 import numpy as np
 
-from keras_mamsf.data.images import ImageError
+from keras_mamsf.data.image_error import ImageError
 
 WINDOWS = ("auto", "file", "minmax")
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "LUNGS", "CHEST_TO_PELVIS", "TORSO")

@@ -13,6 +13,8 @@ import struct
 
 import numpy as np
 
+from keras_mamsf.data.image_error import ImageError
+
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -21,10 +23,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # declaring more pixels are refused from their header, before any decoding. Set it (or the
 # environment variable MAMSF_MAX_IMAGE_PIXELS) higher for larger detectors; None disables it.
 MAX_IMAGE_PIXELS = int(os.environ.get("MAMSF_MAX_IMAGE_PIXELS", 89_478_485)) or None
-
-
-class ImageError(ValueError):
-    """An image file that cannot be read; one line naming the file and what to do."""
 
 
 def declared_size(path):
@@ -120,7 +118,8 @@ def check_image_file(path, force=False):
     for DICOM, unless `force`, one grayscale chest radiograph by its header."""
     path = os.fspath(path)
     if os.path.isdir(path):
-        raise ImageError(f"{path}: is a folder, not an image; pass the image files (e.g. {os.path.join(path, '*.png')})")
+        example = os.path.join(path, "*.png")
+        raise ImageError(f"{path}: is a folder, not an image; pass the image files (e.g. {example})")
     if not os.path.isfile(path):
         raise ImageError(f"{path}: no such image file")
     check_pixel_limit(path)

@@ -65,7 +65,8 @@ def find_csv(root):
         path = os.path.join(root, name)
         if os.path.isfile(path):
             return path
-    raise DataError(f"{root}: no {' or '.join(CSV_NAMES)} found; point --data at the folder NIH's files were unpacked to")
+    raise DataError(f"{root}: no {' or '.join(CSV_NAMES)} found; point --data at the folder NIH's files were unpacked "
+                    f"to")
 
 
 def read_metadata(csv_path):
@@ -123,11 +124,13 @@ def _parse_row(csv_path, line, row, columns):
     for finding in findings:
         if finding == NO_FINDING:
             if len(findings) > 1:
-                raise DataError(f"{csv_path}:{line}: {image} lists 'No Finding' together with findings: {'|'.join(findings)}")
+                raise DataError(f"{csv_path}:{line}: {image} lists 'No Finding' together with findings: "
+                                f"{'|'.join(findings)}")
             continue
         if finding not in CHESTXRAY14_INDEX:
             raise DataError(
-                f"{csv_path}:{line}: unknown label {finding!r} for {image}; known: {', '.join(CHESTXRAY14_LABELS)}, No Finding"
+                f"{csv_path}:{line}: unknown label {finding!r} for {image}; "
+                f"known: {', '.join(CHESTXRAY14_LABELS)}, No Finding"
             )
         labels[CHESTXRAY14_INDEX[finding]] = 1.0
     patient = cell("Patient ID")

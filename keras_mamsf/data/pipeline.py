@@ -10,10 +10,11 @@ Keras core layers: flip, small rotation / zoom / translation, contrast / brightn
 Deterministic for a given seed: file order, shuffling, class-aware sampling and augmentation
 are all seeded and the parallel map keeps its order. With `epoch=` (a `tf.Variable` that
 `EpochSeed` sets at each epoch's start), an epoch's order and draws are a function of
-(seed, epoch) alone, so a run resumed at epoch k sees exactly the data an uninterrupted run saw. `cache=True` keeps decoded images in
-memory (`cache="path"` on disk) after the first epoch. `class_aware=True` draws each epoch's
-images with probability proportional to 1 / (images of its rarest positive label) (normal
-images count as one more class), so the tail is seen as often as the head.
+(seed, epoch) alone, so a run resumed at epoch k sees exactly the data an uninterrupted run saw.
+`cache=True` keeps decoded images in memory (`cache="path"` on disk) after the first epoch.
+`class_aware=True` draws each epoch's images with probability proportional to 1 / (images of its
+rarest positive label) (normal images count as one more class), so the tail is seen as often as
+the head.
 """
 
 import numpy as np
@@ -110,7 +111,8 @@ def make_dataset(records, image_size, batch_size, training=False, seed=0, cache=
         paths_t, labels_t = tf.constant(paths), tf.constant(labels)
 
         def pick(random_int):
-            u = tf.cast(random_int % (2**32), tf.float64) / float(2**32) * cumulative[-1]  # a uniform draw over the weights
+            # a uniform draw over the weights
+            u = tf.cast(random_int % (2**32), tf.float64) / float(2**32) * cumulative[-1]
             index = tf.minimum(tf.searchsorted(cumulative, u[None])[0], len(paths) - 1)
             return tf.gather(paths_t, index), tf.gather(labels_t, index)
 

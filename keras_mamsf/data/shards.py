@@ -18,7 +18,11 @@ DATASET_NAME = "chestxray14"
 
 
 def _builder(out_dir, size, **kwargs):
-    from keras_mamsf.data.chestxray14.chestxray14_dataset_builder import SIZES, Builder, size_config
+    from keras_mamsf.data.chestxray14.chestxray14_dataset_builder import (
+        SIZES,
+        Builder,
+        size_config,
+    )
 
     config = f"{size}px" if size in SIZES else size_config(size)
     return Builder(config=config, data_dir=str(out_dir), **kwargs)
@@ -60,7 +64,8 @@ def find_shards(out_dir, size):
     base = os.path.join(str(out_dir), DATASET_NAME, f"{size}px")
     if not os.path.isdir(base):
         return None
-    versions = sorted(d for d in os.listdir(base) if d[:1].isdigit() and os.path.isfile(os.path.join(base, d, "dataset_info.json")))
+    versions = sorted(d for d in os.listdir(base)
+                      if d[:1].isdigit() and os.path.isfile(os.path.join(base, d, "dataset_info.json")))
     return os.path.join(base, versions[-1]) if versions else None
 
 
@@ -72,7 +77,8 @@ def make_shard_dataset(out_dir, size, split, batch_size, training=False, seed=0,
 
     path = find_shards(out_dir, size)
     if path is None:
-        raise FileNotFoundError(f"{out_dir}: no {size}px shards; run `mamsf prepare --data ROOT --size {size} --out {out_dir}`")
+        raise FileNotFoundError(f"{out_dir}: no {size}px shards; run `mamsf prepare --data ROOT --size {size} --out "
+                                f"{out_dir}`")
     builder = tfds.builder_from_directory(path)
     if split not in builder.info.splits:
         raise ValueError(f"{path}: no split {split!r}; it has {', '.join(builder.info.splits)}")
@@ -92,20 +98,13 @@ def make_shard_dataset(out_dir, size, split, batch_size, training=False, seed=0,
     return finish(dataset, batch_size, training, seed, augment, channels, drop_remainder)
 
 
-def split_dataset(root, split, image_size, batch_size, shards=None, training=False, seed=0, val_fraction=0.1,
-                  split_seed=0, **kwargs):
-    """A split for training or evaluation: from shards when `shards` holds `image_size` px ones,
-    else from the raw PNGs under `root` (official split with the same val carve as `prepare`'s
-    defaults: `val_fraction`, `split_seed`). Returns `(dataset, source)`, source "shards" or "png"."""
-    if shards is not None and find_shards(shards, image_size) is not None:
-        dataset = make_shard_dataset(shards, image_size, split, batch_size, training=training, seed=seed, **kwargs)
-        return dataset, "shards"
-    from keras_mamsf.data import nih, splits
-    from keras_mamsf.data.pipeline import make_dataset
-
-    index = nih.read_nih(root)
-    parts = splits.make_splits(index.records, index.lists, "official", val_fraction, split_seed)
-    return make_dataset(parts[split], image_size, batch_size, training=training, seed=seed, **kwargs), "png"
+def prepared_sizes(root):
+    """Sizes (px) of prepared shards under `root`, e.g. [224, 256]; [] when it holds none."""
+    base = os.path.join(str(root), DATASET_NAME)
+    if not os.path.isdir(base):
+        return []
+    sizes = [int(d[:-2]) for d in os.listdir(base) if d.endswith("px") and d[:-2].isdigit()]
+    return sorted(s for s in sizes if find_shards(root, s) is not None)
 
 
 def shard_ids(out_dir, size, split):
@@ -115,7 +114,8 @@ def shard_ids(out_dir, size, split):
 
     path = find_shards(out_dir, size)
     if path is None:
-        raise FileNotFoundError(f"{out_dir}: no {size}px shards; run `mamsf prepare --data ROOT --size {size} --out {out_dir}`")
+        raise FileNotFoundError(f"{out_dir}: no {size}px shards; run `mamsf prepare --data ROOT --size {size} --out "
+                                f"{out_dir}`")
     dataset = tfds.builder_from_directory(path).as_dataset(split=split, shuffle_files=False)
     names, patients = [], []
     for example in tfds.as_numpy(dataset.map(lambda e: (e["image_index"], e["patient"]))):

@@ -26,6 +26,7 @@ from keras_mamsf.labels import (
     CHESTXRAY14_NO_FINDING,
 )
 from keras_mamsf.utils import atomic_path, write_text_atomic
+
 CSV_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"

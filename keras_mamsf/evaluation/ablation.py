@@ -16,10 +16,11 @@ import os
 
 import numpy as np
 
+from keras_mamsf.anchor.modes import BRANCH, NONE
 from keras_mamsf.evaluation.evaluate import compare_predictions
 from keras_mamsf.evaluation.predictions import Predictions, check_same_images
-from keras_mamsf.evaluation.report import to_html, to_markdown, write_bytes_atomic, write_json_atomic
-from keras_mamsf.utils import write_text_atomic
+from keras_mamsf.evaluation.report import to_html, to_markdown
+from keras_mamsf.utils import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 RARE_CLASSES = 5
 
@@ -95,7 +96,7 @@ def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
             os.makedirs(os.path.join(out_dir, "cells", cell.name), exist_ok=True)
             mean.save(os.path.join(out_dir, "cells", cell.name, "predictions.npz"))
             means[cell.name] = Predictions.load(os.path.join(out_dir, "cells", cell.name, "predictions.npz"))
-    baseline = next((c.name for c in cells if c.config(base).anchor == "none"), None)
+    baseline = next((c.name for c in cells if c.config(base).anchor == NONE.name), None)
     table = {}
     for cell in cells:
         by_seed = runs.get(cell.name, {})
@@ -136,7 +137,7 @@ def decay_notes(base, cells, summaries):
     cannot tell the decays apart (their cells then train identically)."""
     finished = [s for by_seed in summaries.values() for s in by_seed.values() if s and s.get("split_sizes")]
     configs = [cell.config(base) for cell in cells]
-    warm = [c for c in configs if c.anchor != "none" and c.anchor_warmup]
+    warm = [c for c in configs if c.anchor != NONE.name and c.anchor_warmup]
     if not finished or len({c.anchor_decay for c in warm}) < 2:
         return []
     updates = base.epochs * math.ceil(finished[0]["split_sizes"]["train"] / base.batch_size)
@@ -229,7 +230,8 @@ def ablation_blocks(result, images):
         if key in images:
             blocks.append(("img", key, title, images[key]))
     drift_rows = [[name, _ms((entry["drift"]["online"] or {}).get("final")),
-                   _ms((entry["drift"]["anchor"] or {}).get("final")) if entry["drift"]["anchor"] else "n/a (no anchor)"]
+                   _ms((entry["drift"]["anchor"] or {}).get("final")) if entry["drift"]["anchor"]
+                   else "n/a (no anchor)"]
                   for name, entry in cells.items() if entry["drift"]]
     if drift_rows:
         blocks += [("h2", "Feature drift of the minority classes"),
@@ -279,7 +281,7 @@ def ablation_images(result, base):
         images["delta_forest.png"] = plots.forest(rows, "Seed-mean macro AUC minus the none cell's, 95% CI",
                                                   "delta macro AUC", reference=0.0)
     sweep = [(e["config"].get("anchor_decay", base.anchor_decay), e["macro_auc"]["mean"], e["macro_auc"]["std"])
-             for e in cells.values() if e["config"].get("anchor", base.anchor) == "branch"
+             for e in cells.values() if e["config"].get("anchor", base.anchor) == BRANCH.name
              and not e["config"].get("anchor_layers") and e["macro_auc"]["mean"] is not None]
     if len(sweep) >= 2:
         none = cells.get(result["baseline"], {}).get("macro_auc") or {}
@@ -314,4 +316,5 @@ def write_ablation(out_dir, result, base):
     write_text_atomic(os.path.join(out_dir, "ablation.md"), to_markdown(blocks))
     write_text_atomic(os.path.join(out_dir, "ablation.html"), to_html(blocks, "MAMSF ablation"))
     write_json_atomic(path, result)
-    return {"json": path, "markdown": os.path.join(out_dir, "ablation.md"), "html": os.path.join(out_dir, "ablation.html")}
+    return {"json": path, "markdown": os.path.join(out_dir, "ablation.md"),
+            "html": os.path.join(out_dir, "ablation.html")}

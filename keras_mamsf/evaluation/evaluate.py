@@ -18,9 +18,9 @@ import warnings
 
 import numpy as np
 
-from keras_mamsf.evaluation import bootstrap, calibration, delong, thresholds
 from keras_mamsf.evaluation.predictions import PredictionsError, check_same_images
-from keras_mamsf.evaluation.ranking import RankedScores, is_scorable
+from keras_mamsf.stats import bootstrap, calibration, delong, thresholds
+from keras_mamsf.stats.ranking import RankedScores, is_scorable
 
 
 def _ranked(predictions, cluster, clusters):

@@ -66,7 +66,7 @@ def curve_grid(predictions, metrics, kind):
 
 def reliability_diagram(predictions, metrics):
     """Observed frequency against mean predicted probability, all classes pooled, with counts."""
-    from keras_mamsf.evaluation.calibration import reliability_bins
+    from keras_mamsf.stats.calibration import reliability_bins
 
     plt = _pyplot()
     table = reliability_bins(predictions.y_true, predictions.y_score)
@@ -123,7 +123,7 @@ def delta_forest(comparison):
 def line_panels(panels, title, xlabel, ylabel):
     """Small multiples: `panels = {panel title: {series name: [(x, y), ...]}}`, one line per series
     (a series name containing "anchor" is dashed); y None is a gap."""
-    plt = _pyplot()
+    _pyplot()  # the non-interactive backend, before the first figure
     figure, axes = _grid(len(panels))
     for axis, (name, series) in zip(axes, panels.items()):
         for k, (label, points) in enumerate(series.items()):

@@ -55,7 +55,8 @@ class Predictions:
         if not len(y_true):
             raise PredictionsError(f"{where}: no images")
         if not np.issubdtype(y_score.dtype, np.number) or not np.all(np.isfinite(y_score)):
-            bad = np.argwhere(~np.isfinite(y_score.astype("float64")))[0] if np.issubdtype(y_score.dtype, np.number) else None
+            bad = np.argwhere(~np.isfinite(y_score.astype("float64")))[0] if np.issubdtype(y_score.dtype,
+                                                                                           np.number) else None
             detail = f" (first at image {bad[0]}, class {bad[1]})" if bad is not None else ""
             raise PredictionsError(f"{where}: y_score has NaN, infinite or non-numeric values{detail}; "
                                    "every score must be a finite number")
@@ -65,7 +66,8 @@ class Predictions:
         classes = y_true.shape[1]
         labels = self.labels
         if labels is None:
-            labels = CHESTXRAY14_LABELS if classes == len(CHESTXRAY14_LABELS) else [f"class_{i}" for i in range(classes)]
+            generic = [f"class_{i}" for i in range(classes)]
+            labels = CHESTXRAY14_LABELS if classes == len(CHESTXRAY14_LABELS) else generic
         labels = tuple(str(label) for label in np.asarray(labels).reshape(-1))
         if len(labels) != classes or len(set(labels)) != classes:
             raise PredictionsError(f"{where}: {len(labels)} labels for {classes} score columns (or duplicate names)")
@@ -114,7 +116,8 @@ class Predictions:
             raise PredictionsError(f"{path}: not a readable NPZ of arrays ({str(error).splitlines()[0]})") from None
         missing = [name for name in ("y_true", "y_score") if name not in arrays]
         if missing:
-            raise PredictionsError(f"{path}: no {' / '.join(missing)} array (has {', '.join(sorted(arrays)) or 'none'}); "
+            raise PredictionsError(f"{path}: no {' / '.join(missing)} array "
+                                   f"(has {', '.join(sorted(arrays)) or 'none'}); "
                                    "a predictions file needs y_true and y_score (images x classes)")
         return cls(arrays["y_true"], arrays["y_score"], labels=arrays.get("labels"),
                    patient_id=arrays.get("patient_id"), image_index=arrays.get("image_index"), source=path)
@@ -124,16 +127,19 @@ def check_same_images(a, b):
     """Raises PredictionsError naming the first difference unless `a` and `b` score the same
     images (image names when both have them, else count), labels and ground truth."""
     if a.labels != b.labels:
-        first = next((i for i, (x, y) in enumerate(zip(a.labels, b.labels)) if x != y), min(len(a.labels), len(b.labels)))
+        first = next((i for i, (x, y) in enumerate(zip(a.labels, b.labels)) if x != y),
+                     min(len(a.labels), len(b.labels)))
         raise PredictionsError(f"{b.source}: labels differ from {a.source} at column {first} "
                                f"({_at(a.labels, first)!r} vs {_at(b.labels, first)!r})")
     if a.n_images != b.n_images:
-        raise PredictionsError(f"{b.source}: {b.n_images} images, {a.source} has {a.n_images}; compare needs the same images")
+        raise PredictionsError(f"{b.source}: {b.n_images} images, {a.source} has {a.n_images}; compare needs the same "
+                               f"images")
     if a.image_index is not None and b.image_index is not None:
         differ = np.flatnonzero(a.image_index != b.image_index)
         if len(differ):
             i = differ[0]
-            raise PredictionsError(f"{b.source}: image {i} is {str(b.image_index[i])!r}, {a.source} has {str(a.image_index[i])!r}; "
+            raise PredictionsError(f"{b.source}: image {i} is {str(b.image_index[i])!r}, "
+                                   f"{a.source} has {str(a.image_index[i])!r}; "
                                    "compare needs the same images in the same order")
     differ = np.argwhere(a.y_true != b.y_true)
     if len(differ):

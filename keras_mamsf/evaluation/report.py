@@ -7,25 +7,14 @@ page can be mailed or archived alone). Every file is written atomically.
 
 import base64
 import html
-import json
 import os
 
 from keras_mamsf.evaluation import plots
 from keras_mamsf.evaluation.plots import value_text
-from keras_mamsf.utils import atomic_path, write_text_atomic
+from keras_mamsf.utils import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 EVALUATION_PLOTS = {"roc_curves.png": "ROC curves", "pr_curves.png": "Precision-recall curves",
                     "reliability.png": "Reliability diagram", "auc_forest.png": "Per-class AUC"}
-
-
-def write_bytes_atomic(path, data):
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-
-
-def write_json_atomic(path, data):
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_evaluation(out_dir, predictions, metrics):
@@ -56,7 +45,8 @@ def write_evaluation(out_dir, predictions, metrics):
 def write_comparison(out_dir, comparison):
     """Writes compare.json, delta_forest.png, compare.md and compare.html into `out_dir`."""
     os.makedirs(out_dir, exist_ok=True)
-    paths = {"json": os.path.join(out_dir, "compare.json"), "delta_forest.png": os.path.join(out_dir, "delta_forest.png")}
+    paths = {"json": os.path.join(out_dir, "compare.json"),
+             "delta_forest.png": os.path.join(out_dir, "delta_forest.png")}
     write_json_atomic(paths["json"], comparison)
     image = plots.delta_forest(comparison)
     write_bytes_atomic(paths["delta_forest.png"], image)
@@ -84,16 +74,19 @@ def evaluation_blocks(metrics, images):
     blocks = [("h1", "Evaluation"), ("table", ["", ""], [[key, str(value)] for key, value in facts]),
               ("p", resampling_sentence(metrics))]
     macro, micro = metrics["macro"], metrics["micro"]
-    blocks.append(("p", f"Macro AUC over {macro['classes']} scorable classes: {value_text(macro['auc'], macro['auc_ci'])}; "
-                        f"macro AP {value_text(macro['ap'], macro['ap_ci'])}. Micro AUC "
-                        f"{value_text(micro['auc'], micro['auc_ci'])}; micro AP {value_text(micro['ap'], micro['ap_ci'])}."))
+    blocks.append(("p", f"Macro AUC over {macro['classes']} scorable classes: "
+                        f"{value_text(macro['auc'], macro['auc_ci'])}; "
+                        f"macro AP {value_text(macro['ap'], macro['ap_ci'])}. "
+                        f"Micro AUC {value_text(micro['auc'], micro['auc_ci'])}; "
+                        f"micro AP {value_text(micro['ap'], micro['ap_ci'])}."))
     if macro["not_scorable"]:
         blocks.append(("p", f"Not scorable (no positive or no negative in this set), left out of the macro means: "
                             f"{', '.join(macro['not_scorable'])}."))
     rows = [[label, str(e["positives"]), str(e["negatives"]), value_text(e["auc"], e["auc_ci"]),
              value_text(e["ap"], e["ap_ci"]), "n/a" if e["ece"] is None else f"{e['ece']:.3f}"]
             for label, e in metrics["per_class"].items()]
-    blocks += [("h2", "Per class"), ("table", ["class", "positives", "negatives", "AUC [95% CI]", "AP [95% CI]", "ECE"], rows)]
+    header = ["class", "positives", "negatives", "AUC [95% CI]", "AP [95% CI]", "ECE"]
+    blocks += [("h2", "Per class"), ("table", header, rows)]
     if "vs_baseline" in metrics:
         blocks += _baseline_blocks(metrics["vs_baseline"])
     blocks += _threshold_blocks(metrics["thresholds"])
@@ -133,21 +126,23 @@ def _threshold_blocks(report):
     rows = []
     for label, rules in report["per_class"].items():
         for rule, entry in rules.items():
-            rows.append([label, rule, f"{entry['threshold']:.4f}"] +
-                        [value_text(entry[m]["value"], entry[m]["ci"]) for m in ("sensitivity", "specificity", "ppv", "npv")])
+            figures = [value_text(entry[m]["value"], entry[m]["ci"])
+                       for m in ("sensitivity", "specificity", "ppv", "npv")]
+            rows.append([label, rule, f"{entry['threshold']:.4f}"] + figures)
     return blocks + [("table", ["class", "rule", "threshold", "sensitivity", "specificity", "PPV", "NPV"], rows)]
 
 
 def comparison_blocks(comparison, images):
     macro = comparison["macro"]
     blocks = [("h1", "Paired comparison: A minus B"),
-              ("table", ["", ""], [["A", comparison["a"]], ["B", comparison["b"]], ["images", str(comparison["n_images"])],
-                                   ["patients", str(comparison["n_patients"])], ["resampling", comparison["resampling"]],
-                                   ["n_boot", str(comparison["n_boot"])], ["seed", str(comparison["seed"])]]),
+              ("table", ["", ""], [["A", comparison["a"]], ["B", comparison["b"]],
+                                   ["images", str(comparison["n_images"])], ["patients", str(comparison["n_patients"])],
+                                   ["resampling", comparison["resampling"]], ["n_boot", str(comparison["n_boot"])],
+                                   ["seed", str(comparison["seed"])]]),
               ("p", resampling_sentence(comparison) + " p-values: DeLong's test per class (two-sided), Holm-adjusted "
                     "over the scorable classes; the macro p-value from the paired bootstrap."),
-              ("p", f"Macro delta AUC over {macro['classes']} classes: {value_text(macro['delta_auc'], macro['ci'], 4)}, "
-                    f"p = {macro['p_value']:.4g}.")]
+              ("p", f"Macro delta AUC over {macro['classes']} classes: "
+                    f"{value_text(macro['delta_auc'], macro['ci'], 4)}, p = {macro['p_value']:.4g}.")]
     rows = [[label, value_text(e["auc_a"], None), value_text(e["auc_b"], None), value_text(e["delta_auc"], e["ci"], 4),
              _p(e["p_value"]), _p(e["p_holm"])] for label, e in comparison["per_class"].items()]
     blocks += [("table", ["class", "AUC A", "AUC B", "delta AUC [95% CI]", "p (DeLong)", "p (Holm)"], rows),
@@ -157,7 +152,8 @@ def comparison_blocks(comparison, images):
 
 def comparison_lines(comparison, name_a="A", name_b="B"):
     """The per-class table of a comparison for the terminal (`mamsf compare`, `mamsf demo`)."""
-    lines = [f"  {'class':<20} {'AUC ' + name_a:>12} {'AUC ' + name_b:>12}  {name_a + ' - ' + name_b + ' [95% CI]':<30} "
+    difference = f"{name_a} - {name_b} [95% CI]"
+    lines = [f"  {'class':<20} {'AUC ' + name_a:>12} {'AUC ' + name_b:>12}  {difference:<30} "
              f"{'p (DeLong)':>10} {'p (Holm)':>9}"]
     for label, entry in comparison["per_class"].items():
         if not entry["scorable"]:
@@ -209,7 +205,8 @@ def to_html(blocks, title):
             parts.append(f"<p>{html.escape(block[1])}</p>")
         elif kind == "table":
             header = "".join(f"<th>{html.escape(cell)}</th>" for cell in block[1])
-            rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in block[2])
+            cells = ("".join(f"<td>{html.escape(cell)}</td>" for cell in row) for row in block[2])
+            rows = "".join(f"<tr>{row}</tr>" for row in cells)
             parts.append(f"<table><tr>{header}</tr>{rows}</table>")
         elif kind == "img":
             data = base64.b64encode(block[3]).decode("ascii")

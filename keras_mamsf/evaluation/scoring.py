@@ -1,6 +1,6 @@
 """Scores of a model file on a split of an NIH-layout root: the `Predictions` that `evaluate` judges.
 
-Any artifact runs in its own runtime (`keras_mamsf.export.runtime.load_runner`: `.keras`,
+Any artifact runs in its own runtime (`keras_mamsf.inference.formats.load_runner`: `.keras`,
 SavedModel, `.tflite`, `.onnx`), on images prepared exactly as in training (the PNG pipeline, or
 prepared shards), so the int8 file's AUC on the real test split is measured as the device will
 see it. An artifact with a manifest beside it is read through the output its parity check chose
@@ -12,31 +12,22 @@ import numpy as np
 from keras_mamsf.evaluation.predictions import Predictions
 
 
-def score_split(model_path, records=None, shards=None, split="test", batch_size=32, threads=None, runner=None):
-    """`(Predictions, details)` of `model_path` on `records` (NIH records of one split, read from
-    their PNGs) or on the prepared `shards` folder's `split` (at the model's input size).
+def score_split(model_path, source, split="test", batch_size=32, threads=None, runner=None):
+    """`(Predictions, details)` of `model_path` on `split` of `source` (a `data.sources` image source:
+    PNG records or prepared shards, at the model's input size).
 
     `details` says where the images came from, the output read and the image size. `runner`:
-    `export.runtime.load_runner(model_path)` already loaded (scoring several splits loads once).
+    `inference.formats.load_runner(model_path)` already loaded (scoring several splits loads once).
     """
-    from keras_mamsf.export.manifest import model_card
-    from keras_mamsf.export.runtime import load_runner, scores_from_outputs, square_input
+    from keras_mamsf.inference.formats import load_runner
+    from keras_mamsf.inference.model_card import model_card
+    from keras_mamsf.inference.runners import scores_from_outputs, square_input
 
     labels, _, use_output = model_card(model_path)
     runner = runner or load_runner(model_path, num_threads=threads)
     size, channels = square_input(runner, model_path)
-    if shards is not None:
-        from keras_mamsf.data.shards import make_shard_dataset, shard_ids
-
-        dataset = make_shard_dataset(shards, size, split, batch_size, channels=channels)
-        image_index, patient_id = shard_ids(shards, size, split)
-        source = "shards"
-    else:
-        from keras_mamsf.data.pipeline import make_dataset
-
-        dataset = make_dataset(records, size, batch_size, channels=channels)
-        image_index, patient_id = [r.image for r in records], [r.patient for r in records]
-        source = "png"
+    dataset = source.dataset(split, size, batch_size, channels=channels)
+    image_index, patient_id = source.ids(split, size)
     y_true, y_score = [], []
     for images, batch_labels in dataset.as_numpy_iterator():
         count = len(images)
@@ -50,7 +41,7 @@ def score_split(model_path, records=None, shards=None, split="test", batch_size=
         raise ValueError(f"{model_path}: {y_score.shape[1]} outputs for {len(labels)} labels")
     predictions = Predictions(np.concatenate(y_true).round(), y_score, labels=labels, patient_id=patient_id,
                               image_index=image_index, source=f"{model_path} on {split}")
-    return predictions, {"images_from": source, "output": use_output, "image_size": size, "channels": channels}
+    return predictions, {"images_from": source.kind, "output": use_output, "image_size": size, "channels": channels}
 
 
 def split_source(model_path, data_root, split, split_method, val_fraction, split_seed, index=None, **details):
@@ -59,7 +50,7 @@ def split_source(model_path, data_root, split, split_method, val_fraction, split
     first names; from the `NihIndex`, none when the images came from shards) and `details`."""
     import os
 
-    from keras_mamsf.export.manifest import sha256_of
+    from keras_mamsf.utils.digest import sha256_of
 
     skipped = {} if index is None else dict(index.skipped)
     return {"model": os.path.abspath(model_path),

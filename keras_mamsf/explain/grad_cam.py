@@ -88,7 +88,7 @@ def write_png(path, rgb):
 
     from PIL import Image
 
-    from keras_mamsf.evaluation.report import write_bytes_atomic
+    from keras_mamsf.utils import write_bytes_atomic
 
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="PNG")

@@ -7,9 +7,9 @@ class with fewer positives than its quota has them repeated, so rare findings we
 calibrated ranges), then images drawn at random (normals included) up to `count`.
 """
 
-import os
-
 import numpy as np
+
+from keras_mamsf.data.sources import open_root
 
 
 def select_images(labels, count, seed=0):
@@ -31,61 +31,15 @@ def select_images(labels, count, seed=0):
     return np.asarray(chosen[:count] if len(chosen) > count else chosen, dtype="int64")
 
 
-def prepared_sizes(root):
-    """Sizes (px) of prepared shards under `root`, e.g. [224, 256]; [] when it holds none."""
-    from keras_mamsf.data.shards import DATASET_NAME, find_shards
-
-    base = os.path.join(str(root), DATASET_NAME)
-    if not os.path.isdir(base):
-        return []
-    sizes = [int(d[:-2]) for d in os.listdir(base) if d.endswith("px") and d[:-2].isdigit()]
-    return sorted(s for s in sizes if find_shards(root, s) is not None)
-
-
 def load_images(root, split, image_size, channels=3, count=300, seed=0):
     """`(images float32 (N, S, S, channels) 0..255, labels (N, 14), source)` from `root`'s `split`."""
-    if root is None or not os.path.isdir(root):
-        raise FileNotFoundError(f"{root}: no such dataset folder (an NIH-layout root or prepared shards)")
-    sizes = prepared_sizes(root)
-    if sizes:
-        return _from_shards(root, sizes, split, image_size, channels, count, seed)
-    return _from_nih(root, split, image_size, channels, count, seed)
-
-
-def _from_nih(root, split, image_size, channels, count, seed):
-    from keras_mamsf.data import nih, splits
-    from keras_mamsf.data.pipeline import make_dataset
-
-    # Calibration and parity images are a sample: a bad file is left out and counted, never
-    # an error that would suggest a flag the exporting command (export, demo) does not have.
-    index = nih.read_nih(root, on_bad_image="skip")
-    records = splits.make_splits(index.records, index.lists, "official", seed=0)[split]
-    if not records:
-        raise ValueError(f"{root}: the {split} split is empty")
-    chosen = select_images(np.stack([r.labels for r in records]), count, seed)
-    picked = [records[i] for i in chosen]
-    images, labels = _collect(make_dataset(picked, image_size, 64, channels=channels))
-    skipped = sum(index.skipped.values())
-    note = f"; {skipped} bad image(s) of the root left out: {', '.join(index.skipped_names[:3])}" if skipped else ""
-    return images, labels, f"{root} ({split} split, PNG{note})"
-
-
-def _from_shards(root, sizes, split, image_size, channels, count, seed):
-    import tensorflow as tf
-
-    from keras_mamsf.data.shards import make_shard_dataset
-
-    size = next((s for s in sizes if s >= image_size), sizes[-1])  # downscale rather than upscale
-    labels_only = make_shard_dataset(root, size, split, 256, channels=1, image_size=size)
-    labels = np.concatenate([y for _, y in labels_only.as_numpy_iterator()])
-    chosen = select_images(labels, count, seed)
-    wanted = tf.constant(np.unique(chosen))
-    dataset = make_shard_dataset(root, size, split, 64, channels=channels, image_size=image_size)
-    images, all_labels = _collect(dataset.unbatch().enumerate().filter(
-        lambda i, _: tf.reduce_any(tf.equal(i, wanted))).map(lambda i, pair: pair).batch(64))
-    position = {int(v): k for k, v in enumerate(np.unique(chosen))}
+    source = open_root(root)
+    chosen = select_images(source.labels(split, image_size), count, seed)
+    unique = np.unique(chosen)
+    images, labels = _collect(source.dataset(split, image_size, 64, channels=channels, indices=unique))
+    position = {int(v): k for k, v in enumerate(unique)}
     order = [position[int(i)] for i in chosen]
-    return images[order], all_labels[order], f"{root} ({split} split, {size}px shards)"
+    return images[order], labels[order], f"{root} ({source.describe(split, image_size)})"
 
 
 def _collect(dataset):

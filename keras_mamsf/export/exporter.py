@@ -2,6 +2,9 @@
 
     report = export_model("runs/model.keras", "exports/", formats=("savedmodel", "tflite", "onnx"),
                           quantize=("float32", "int8"), calibration_data="data/ChestX-ray14")
+
+Each format of `keras_mamsf.inference.formats` that export writes has its converter in `CONVERTERS`
+(`converter(graph, out_dir, job) -> {artifact name: manifest entry}`).
     report["ok"]   # False when an artifact failed to convert or failed its parity gate
 
 Every artifact starts from the float32 inference graph (`inference.inference_model`), with a
@@ -16,32 +19,45 @@ the manifest says so.
 import os
 import shutil
 import tempfile
+import types
 
 import numpy as np
 
 from keras_mamsf.export import edgetpu, litert, manifest, parity
 from keras_mamsf.export.folding import fold_grayscale_stem
-from keras_mamsf.export.inference import INPUT_NAME, inference_model, input_shape, serving_archive
-from keras_mamsf.export.runtime import load_runner
+from keras_mamsf.export.serving import serving_archive
+from keras_mamsf.inference.formats import (
+    EXPORT_FORMATS,
+    ONNX,
+    SAVEDMODEL,
+    TFLITE,
+    export_format,
+    load_runner,
+)
+from keras_mamsf.inference.graph import inference_model, input_shape
+from keras_mamsf.inference.model_card import read_thresholds
+from keras_mamsf.inference.signature import INPUT_NAME, OUTPUT_NAMES, SIGNATURE
 from keras_mamsf.utils import atomic_directory, atomic_path
+from keras_mamsf.utils.digest import sha256_of
 from keras_mamsf.utils.layers import walk_layers
 
-FORMATS = ("savedmodel", "tflite", "onnx")
+FORMATS = tuple(fmt.name for fmt in EXPORT_FORMATS)
 ONNX_OPSET = 17
-SAVEDMODEL_NAME = "savedmodel"
-ONNX_NAME = "model.onnx"
 
 
 def tflite_name(variant):
-    return f"model_{variant}.tflite"
+    return TFLITE.artifact_name(variant)
 
 
 def parse_formats(text):
-    formats = [f.strip() for f in str(text).split(",") if f.strip()]
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown or not formats:
-        raise ValueError(f"--format: unknown format(s) {unknown or text!r}; choose from {','.join(FORMATS)}")
-    return list(dict.fromkeys(formats))
+    """`"tflite,onnx"` -> the table's entries, in order, each once; a one-line error for a wrong name."""
+    names = [name for name in str(text).split(",") if name.strip()]
+    if not names:
+        raise ValueError(f"--format: no format in {text!r}; choose from {','.join(FORMATS)}")
+    try:
+        return list(dict.fromkeys(export_format(name) for name in names))
+    except ValueError as error:
+        raise ValueError(f"--format: {error}") from None
 
 
 def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibration_data=None, parity_data=None,
@@ -58,13 +74,12 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
 
     log = log or (lambda message: None)
     model_path = os.fspath(model_path)
-    formats = list(formats)
-    variants = list(quantize) if quantize is not None else (
-        ["float32", "float16", "dynamic"] + (["int8"] if calibration_data else []))
-    if "tflite" in formats and "int8" in variants and not calibration_data:
+    formats = list(dict.fromkeys(export_format(fmt) for fmt in formats))
+    variants = list(quantize) if quantize is not None else litert.default_variants(bool(calibration_data))
+    if TFLITE in formats and litert.INT8 in variants and not calibration_data:
         raise ValueError("int8 needs --calibration-data ROOT (an NIH-layout root or a folder of prepared shards)")
     trained = load_model(model_path, compile=False)
-    source_sha = manifest.sha256_of(model_path)
+    source_sha = sha256_of(model_path)
     model = inference_model(trained)  # the reference of every parity check
     graph, fold_note = fold_grayscale_stem(model)  # what the artifacts are converted from
     log(f"graph: {fold_note}")
@@ -74,10 +89,10 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         raise ValueError(f"{model_path}: {classes} outputs, but exports carry the {len(CHESTXRAY14_LABELS)} "
                          "ChestX-ray14 labels; train with num_classes=14")
     labels = list(CHESTXRAY14_LABELS)
-    thresholds, threshold_source = manifest.read_thresholds(thresholds_path, labels)
+    thresholds, threshold_source = read_thresholds(thresholds_path, labels)
 
     calibration = None
-    if "tflite" in formats and "int8" in variants:
+    if TFLITE in formats and litert.INT8 in variants:
         from keras_mamsf.export.calibration import load_images
 
         images, _, source = load_images(calibration_data, "train", height, channels, calibration_images, seed)
@@ -106,17 +121,11 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
                                                             "images": len(held_out["images"])}
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".mamsf_export_", dir=out_dir)
+    job = types.SimpleNamespace(held_out=held_out, labels=labels, thresholds=thresholds, gates=gates, log=log,
+                                variants=variants, calibration=calibration, io_type=io_type, work=work)
     try:
-        if "savedmodel" in formats:
-            record["artifacts"][SAVEDMODEL_NAME] = _savedmodel(graph, out_dir, held_out, labels, thresholds, gates, log)
-        if "tflite" in formats:
-            batch_one = os.path.join(work, "batch1")
-            serving_archive(graph, batch_size=1).write_out(batch_one, verbose=False)
-            for variant in variants:
-                record["artifacts"][tflite_name(variant)] = _tflite(
-                    batch_one, variant, out_dir, calibration, io_type, held_out, labels, thresholds, gates, log)
-        if "onnx" in formats:
-            record["artifacts"][ONNX_NAME] = _onnx(graph, out_dir, held_out, labels, thresholds, gates, log)
+        for fmt in formats:
+            record["artifacts"].update(CONVERTERS[fmt](graph, out_dir, job))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if held_out is not None and held_out.get("cleanup"):
@@ -191,19 +200,19 @@ def _held_out(root, size, channels, count, seed):
     return {"images": images, "labels": labels, "source": source, "cleanup": cleanup}
 
 
-def _verify(path, variant, held_out, labels, thresholds, gates):
-    if held_out is None:
+def _verify(path, gate, variant, job):
+    if job.held_out is None:
         return {"status": "unverified"}
-    outputs = load_runner(path).predict(held_out["images"])
-    return parity.artifact_parity(variant, held_out["reference"], outputs, held_out["labels"], labels,
-                                  [thresholds[label] for label in labels], gates)
+    outputs = load_runner(path).predict(job.held_out["images"])
+    return parity.artifact_parity(gate, variant, job.held_out["reference"], outputs, job.held_out["labels"],
+                                  job.labels, [job.thresholds[label] for label in job.labels], job.gates)
 
 
 def _entry(path, fmt, variant, check, extra=None):
-    entry = {"format": fmt, "variant": variant, "file": os.path.basename(path.rstrip(os.sep))}
+    entry = {"format": fmt.name, "variant": variant, "file": os.path.basename(path.rstrip(os.sep))}
     entry["size_bytes"] = _size(path)
     if os.path.isfile(path):
-        entry["sha256"] = manifest.sha256_of(path)
+        entry["sha256"] = sha256_of(path)
     entry.update(extra or {})
     entry["parity"] = check
     entry["status"] = "failed" if check.get("status") == "failed" else "ok"
@@ -217,45 +226,55 @@ def _size(path):
 
 
 def _failure(fmt, variant, error):
-    return {"format": fmt, "variant": variant, "status": "failed", "error": str(error).splitlines()[0]}
+    return {"format": fmt.name, "variant": variant, "status": "failed", "error": str(error).splitlines()[0]}
 
 
-def _savedmodel(model, out_dir, held_out, labels, thresholds, gates, log):
-    path = os.path.join(out_dir, SAVEDMODEL_NAME)
+def _savedmodel(model, out_dir, job):
+    name = SAVEDMODEL.artifact_name()
+    path = os.path.join(out_dir, name)
     with atomic_directory(path) as tmp:
         serving_archive(model).write_out(tmp, verbose=False)
-    check = _verify(path, "savedmodel", held_out, labels, thresholds, gates)
-    log(f"savedmodel: {_summary(check)}")
-    return _entry(path, "savedmodel", "float32", check, {
-        "signature": "serve", "input": {"name": INPUT_NAME, "shape": [None, *input_shape(model)], "dtype": "float32"}})
+    check = _verify(path, SAVEDMODEL.gate, "float32", job)
+    job.log(f"{name}: {_summary(check)}")
+    return {name: _entry(path, SAVEDMODEL, "float32", check, {
+        "signature": SIGNATURE,
+        "input": {"name": INPUT_NAME, "shape": [None, *input_shape(model)], "dtype": "float32"}})}
 
 
-def _tflite(batch_one, variant, out_dir, calibration, io_type, held_out, labels, thresholds, gates, log):
-    path = os.path.join(out_dir, tflite_name(variant))
+def _tflite_variants(model, out_dir, job):
+    batch_one = os.path.join(job.work, "batch1")
+    serving_archive(model, batch_size=1).write_out(batch_one, verbose=False)
+    return {tflite_name(variant): _tflite(batch_one, variant, out_dir, job) for variant in job.variants}
+
+
+def _tflite(batch_one, variant, out_dir, job):
+    name = tflite_name(variant)
+    path = os.path.join(out_dir, name)
+    calibration = job.calibration
     try:
         data = litert.convert(batch_one, variant, None if calibration is None else calibration["images"][:, None],
-                              io_type)
+                              job.io_type)
     except litert.ConversionError as error:
-        log(f"{tflite_name(variant)}: FAILED: {error}")
-        return _failure("tflite", variant, error)
+        job.log(f"{name}: FAILED: {error}")
+        return _failure(TFLITE, variant, error)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
-    check = _verify(path, variant, held_out, labels, thresholds, gates)
+    check = _verify(path, litert.VARIANTS[variant], variant, job)
     tensors = _io_details(path)
-    extra = {"signature": "serve", **tensors, "ops": edgetpu.opcodes(edgetpu.read_model(data))}
-    if variant == "int8":
+    extra = {"signature": SIGNATURE, **tensors, "ops": edgetpu.opcodes(edgetpu.read_model(data))}
+    if variant == litert.INT8:
         extra["calibration"] = {"images": len(calibration["images"]), "source": calibration["source"]}
         extra["edgetpu"] = dict(edgetpu.check_edgetpu(data), compiler_command=edgetpu.compiler_command(
             os.path.basename(path)))
-    log(f"{tflite_name(variant)}: {len(data) / 1e6:.2f} MB, {_summary(check)}")
-    return _entry(path, "tflite", variant, check, extra)
+    job.log(f"{name}: {len(data) / 1e6:.2f} MB, {_summary(check)}")
+    return _entry(path, TFLITE, variant, check, extra)
 
 
 def _io_details(path):
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_path=path).get_signature_runner("serve")
+    runner = Interpreter(model_path=path).get_signature_runner(SIGNATURE)
 
     def describe(detail):
         scale, zero_point = detail["quantization"]
@@ -266,15 +285,16 @@ def _io_details(path):
     inputs = runner.get_input_details()
     outputs = runner.get_output_details()
     return {"input": dict(name=INPUT_NAME, **describe(inputs[INPUT_NAME])),
-            "outputs": {name: describe(outputs[name]) for name in ("probs", "logits")}}
+            "outputs": {name: describe(outputs[name]) for name in OUTPUT_NAMES}}
 
 
-def _onnx(model, out_dir, held_out, labels, thresholds, gates, log):
+def _onnx(model, out_dir, job):
     import onnx
     import tensorflow as tf
     import tf2onnx
 
-    path = os.path.join(out_dir, ONNX_NAME)
+    name = ONNX.artifact_name()
+    path = os.path.join(out_dir, name)
     spec = tf.TensorSpec((None, *input_shape(model)), tf.float32, name=INPUT_NAME)
     try:
         # from_keras, not Keras' own ONNX export: that one turns the Normalization layer's
@@ -282,15 +302,15 @@ def _onnx(model, out_dir, held_out, labels, thresholds, gates, log):
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=(spec,), opset=ONNX_OPSET)
         onnx.checker.check_model(proto)
     except Exception as error:
-        log(f"{ONNX_NAME}: FAILED: {error}")
-        return _failure("onnx", "float32", error)
+        job.log(f"{name}: FAILED: {error}")
+        return {name: _failure(ONNX, "float32", error)}
     with atomic_path(path) as tmp:
         onnx.save(proto, tmp)
     inputs = [i.name for i in proto.graph.input]
-    check = _verify(path, "onnx", held_out, labels, thresholds, gates)
-    log(f"{ONNX_NAME}: {_summary(check)}")
-    return _entry(path, "onnx", "float32", check, {
-        "opset": ONNX_OPSET, "inputs": inputs, "outputs": [o.name for o in proto.graph.output]})
+    check = _verify(path, ONNX.gate, "float32", job)
+    job.log(f"{name}: {_summary(check)}")
+    return {name: _entry(path, ONNX, "float32", check, {
+        "opset": ONNX_OPSET, "inputs": inputs, "outputs": [o.name for o in proto.graph.output]})}
 
 
 def _summary(check):
@@ -302,3 +322,7 @@ def _summary(check):
     if len(check["paths"]) > 1:
         text += f" (via {check['use_output']})"
     return text + ("" if not check["failures"] else f"; {'; '.join(check['failures'])}")
+
+
+# The converter of each exported format of the table (`keras_mamsf.inference.formats`).
+CONVERTERS = {SAVEDMODEL: _savedmodel, TFLITE: _tflite_variants, ONNX: _onnx}

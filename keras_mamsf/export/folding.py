@@ -19,9 +19,8 @@ value per pixel) feeding a 3-channel stem; with the fold the same model's float3
 13.90 ms and its int8 file 6.61 -> 6.30 ms (one interleaved run), in every exported format alike.
 """
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from keras_mamsf.layers.grayscale_to_rgb import GrayscaleToRGB
 

@@ -15,8 +15,17 @@ float: finer probabilities for rare findings. Parity measures both.
 
 import numpy as np
 
-VARIANTS = ("float32", "float16", "dynamic", "int8")
+# The TFLite variants and the parity gate each is held to ("exact": max |dp|; "quantized": also
+# judged on ranking, see parity.GATES). The default export writes all but int8 unless given
+# calibration images.
+VARIANTS = {"float32": "exact", "float16": "quantized", "dynamic": "quantized", "int8": "quantized"}
+INT8 = "int8"
 IO_TYPES = ("uint8", "int8")
+
+
+def default_variants(calibrated):
+    """The variants `mamsf export` writes without `--quantize`: int8 only with calibration images."""
+    return [variant for variant in VARIANTS if calibrated or variant != INT8]
 
 
 class ConversionError(RuntimeError):

@@ -8,7 +8,7 @@ host; the better path is named in `use_output`, and the gate passes if that path
 
 import numpy as np
 
-from keras_mamsf.evaluation.metrics import per_class_auc
+from keras_mamsf.stats.metrics import per_class_auc
 
 # Default gates. float32 artifacts must reproduce the model: max |dp| <= 1e-4. Quantized ones pass
 # that same bound, or else are judged on ranking: the macro AUC may drop 0.005, one class 0.02.
@@ -18,10 +18,6 @@ GATES = {
     "exact": {"max_dp": 1e-4},
     "quantized": {"max_dp": 1e-4, "max_macro_auc_drop": 0.005, "max_class_auc_drop": 0.02},
 }
-
-
-def gate_kind(variant):
-    return "exact" if variant in ("savedmodel", "onnx", "float32") else "quantized"
 
 
 def compare(reference, candidate, labels, names, thresholds):
@@ -74,13 +70,15 @@ def check_gate(figures, gate):
     return not reasons, reasons
 
 
-def artifact_parity(variant, reference, outputs, labels, names, thresholds, gates=None):
-    """The parity entry of one artifact: figures per output path, the path to use, the verdict."""
-    from keras_mamsf.export.runtime import sigmoid
+def artifact_parity(gate_kind, variant, reference, outputs, labels, names, thresholds, gates=None):
+    """The parity entry of one artifact: figures per output path, the path to use, the verdict.
+    `gate_kind`: "exact" or "quantized" (the format's or TFLite variant's, from their tables)."""
+    from keras_mamsf.export.litert import INT8
+    from keras_mamsf.inference.runners import sigmoid
 
-    gate = dict((gates or GATES)[gate_kind(variant)])
+    gate = dict((gates or GATES)[gate_kind])
     paths = {"probs": compare(reference, outputs["probs"], labels, names, thresholds)}
-    if variant == "int8":
+    if variant == INT8:
         paths["logits"] = compare(reference, sigmoid(outputs["logits"]), labels, names, thresholds)
     verdicts = {name: check_gate(figures, gate) for name, figures in paths.items()}
     passing = [name for name, (ok, _) in verdicts.items() if ok]

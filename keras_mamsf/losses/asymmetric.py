@@ -19,7 +19,8 @@ class AsymmetricLoss(keras.losses.Loss):
                  name="asymmetric_loss", dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if gamma_pos < 0 or gamma_neg < 0 or not 0 <= clip < 1:
-            raise ValueError(f"ASL needs gamma_pos, gamma_neg >= 0 and 0 <= clip < 1, got {gamma_pos}, {gamma_neg}, {clip}")
+            raise ValueError(f"ASL needs gamma_pos, gamma_neg >= 0 and 0 <= clip < 1, got {gamma_pos}, {gamma_neg}, "
+                             f"{clip}")
         self.gamma_pos = float(gamma_pos)
         self.gamma_neg = float(gamma_neg)
         self.clip = float(clip)

@@ -1,7 +1,7 @@
 """Binary cross-entropy with per-class positive/negative weights for multi-label data."""
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 WEIGHTING_SCHEMES = ("balanced", "inverse", "chexnet")

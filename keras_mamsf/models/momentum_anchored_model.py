@@ -17,43 +17,25 @@ class MomentumAnchoredModel(keras.Model):
     step skipped by `LossScaleOptimizer` and a gradient-accumulation micro-step leave the
     anchor, its step counter and (for "inplace") the online block as they are.
 
-    The model is its build arguments, as in keras-hub: a model from `build_model` has
-    `build_arguments`, `get_config()` returns them with the dtype policy, and
-    `from_config` rebuilds through `build_model(weights=None)` under that policy, so a
-    reloaded model has the saved policy in every sub-layer and `compile` wraps a
-    float16 model's optimizer in a `LossScaleOptimizer`. A model assembled by hand
-    (`MomentumAnchoredModel(inputs, outputs)`), and `.keras` files written before
-    0.2, keep the plain functional config (hence the `*args, **kwargs` constructor,
-    which Keras needs to revive a functional subclass).
+    A model assembled by hand (`MomentumAnchoredModel(inputs, outputs)`) and a `.keras` file of
+    0.1 keep the plain functional config. The MAMSF network itself is `MAMSFClassifier`, a subclass
+    that is its own config; a 0.2 file (this class, its config `build_arguments`) is revived as one.
     """
 
-    def __init__(self, *args, build_arguments=None, **kwargs):  # *args/**kwargs: revivable as functional
-        super().__init__(*args, **kwargs)
-        self.build_arguments = None if build_arguments is None else dict(build_arguments)
-
-    # -- config --------------------------------------------------------------------
-    def get_config(self):
-        if self.build_arguments is None:
-            return super().get_config()
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "build_arguments": dict(self.build_arguments),
-            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
-        }
+    # A hand-assembled model has no build arguments; `MAMSFClassifier` has.
+    build_arguments = None
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         if "build_arguments" not in config:
             return super().from_config(config, custom_objects=custom_objects)
-        from keras_mamsf.models.builder import build_model
-
-        policy = keras.dtype_policies.deserialize(config["dtype"]) if config.get("dtype") else None
-        model = build_model(
-            **config["build_arguments"], weights=None, dtype_policy=policy, name=config.get("name")
-        )
-        model.trainable = config.get("trainable", True)
-        return model
+        # A 0.2 file: its config is the classifier's arguments. Looked up by its registered name, as
+        # Keras does, because the classifier's module imports this one.
+        classifier = keras.saving.get_registered_object("keras_mamsf>MAMSFClassifier")
+        if classifier is None:
+            raise TypeError("a 0.2 MAMSF file needs keras_mamsf.models imported (it registers MAMSFClassifier)")
+        return classifier.from_config({**config["build_arguments"], "name": config.get("name"),
+                                       "trainable": config.get("trainable", True), "dtype": config.get("dtype")})
 
     # -- introspection -------------------------------------------------------------
     @property

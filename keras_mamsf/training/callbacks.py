@@ -75,7 +75,7 @@ class ValidationMacroAUC(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import numpy as np
 
-        from keras_mamsf.evaluation.metrics import per_class_auc
+        from keras_mamsf.stats.metrics import per_class_auc
 
         probs = np.asarray(self.model.predict(self.dataset, verbose=0), dtype="float64")
         names = [str(c) for c in range(self.labels.shape[1])]

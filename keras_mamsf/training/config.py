@@ -12,13 +12,28 @@ a misspelt key names the closest valid ones, a bad value names the allowed value
 
 import dataclasses
 import difflib
+import inspect
 import json
 import os
 
+from keras_mamsf.anchor.modes import MODES
+from keras_mamsf.losses import DEFAULT as DEFAULT_LOSS
 from keras_mamsf.losses import LOSSES
 from keras_mamsf.losses.weighted_bce import WEIGHTING_SCHEMES
+from keras_mamsf.models.mamsf_classifier import MAMSFClassifier
 
-ANCHORS = ("branch", "shadow", "inplace", "none")
+ANCHORS = tuple(MODES)
+# The model's constructor arguments: every one is a config key of the same name, or stands in
+# `DERIVED_MODEL_ARGUMENTS` (checked when this module loads, so a new argument cannot be left out).
+MODEL_PARAMETERS = {name: parameter
+                    for name, parameter in inspect.signature(MAMSFClassifier.__init__).parameters.items()
+                    if name != "self" and parameter.kind is not inspect.Parameter.VAR_KEYWORD}
+DERIVED_MODEL_ARGUMENTS = {
+    "input_shape": "image_size and channels (square images)",
+    "num_classes": "the training labels (14 for ChestX-ray14)",
+    "dtype": "dtype_policy (\"auto\" resolved by the trainer for the machine)",
+    "name": "not set: the model keeps its default name (mamsf_<backbone>_<anchor>)",
+}
 SPLITS = ("official", "patient")
 VIEWS = ("all", "PA", "AP")
 DTYPE_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16", "auto")
@@ -28,25 +43,36 @@ class ConfigError(ValueError):
     """A bad key or value in a config file or a --set; one line."""
 
 
+def _model_default(name):
+    """The model's default for `name`, in the config's spelling ("none" and () for None)."""
+    default = MODEL_PARAMETERS[name].default
+    if default is None:
+        return () if name == "anchor_layers" else "none"
+    return tuple(default) if isinstance(default, (list, tuple)) else default
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """The settings of one training run (see the README's table for each key's meaning)."""
 
-    # model
-    backbone: str = "efficientnetb0"
+    # model: MAMSFClassifier's arguments, with its defaults (see MODEL_PARAMETERS)
+    backbone: str = _model_default("backbone")
     image_size: int = 224
     channels: int = 1
-    weights: str = "none"  # "none", "imagenet" (needs network) or a local .h5 / .weights.h5 file
-    anchor: str = "branch"
-    anchor_decay: float = 0.999
-    anchor_warmup: bool = True
-    anchor_layers: tuple = ()  # layer-name prefixes; () = the backbone's final block
-    fusion_filters: int = 256
-    fusion_kernels: tuple = (1, 3, 5)
-    dropout: float = 0.2
+    weights: str = _model_default("weights")  # "none", "imagenet" (needs network) or a local .h5 / .weights.h5 file
+    anchor: str = _model_default("anchor")
+    anchor_decay: float = _model_default("anchor_decay")
+    anchor_warmup: bool = _model_default("anchor_warmup")
+    anchor_warmup_gamma: float = _model_default("anchor_warmup_gamma")
+    anchor_warmup_power: float = _model_default("anchor_warmup_power")
+    anchor_layers: tuple = _model_default("anchor_layers")  # stage names or layer-name prefixes; () = final block
+    fusion_filters: int = _model_default("fusion_filters")
+    fusion_kernels: tuple = _model_default("fusion_kernels")
+    fusion_activation: str = _model_default("fusion_activation")
+    dropout: float = _model_default("dropout")
     dtype_policy: str = "float32"  # "auto": mixed_bfloat16 on a GPU, float32 otherwise
     # loss
-    loss: str = "asl"
+    loss: str = DEFAULT_LOSS
     class_weighting: str = "balanced"  # weighted_bce's scheme
     asl_gamma_neg: float = 4.0
     asl_clip: float = 0.05
@@ -118,7 +144,8 @@ class TrainConfig:
             raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
 
     def to_dict(self):
-        return {key: list(value) if isinstance(value, tuple) else value for key, value in dataclasses.asdict(self).items()}
+        return {key: list(value) if isinstance(value, tuple) else value for key,
+                value in dataclasses.asdict(self).items()}
 
     def to_toml(self):
         lines = ["# keras-mamsf training config (mamsf train --config THIS_FILE repeats the run)"]
@@ -132,16 +159,21 @@ class TrainConfig:
         write_text_atomic(path, self.to_toml())
         return os.fspath(path)
 
-    # The build_model arguments this config stands for.
     def model_arguments(self):
-        return {
-            "backbone": self.backbone, "input_shape": (self.image_size, self.image_size, self.channels),
-            "weights": None if self.weights == "none" else self.weights,
-            "anchor": None if self.anchor == "none" else self.anchor, "anchor_decay": self.anchor_decay,
-            "anchor_warmup": self.anchor_warmup, "anchor_layers": tuple(self.anchor_layers) or None,
-            "fusion_filters": self.fusion_filters, "fusion_kernels": tuple(self.fusion_kernels),
-            "dropout": self.dropout,
-        }
+        """`MAMSFClassifier`'s arguments this config stands for (all but `num_classes`, `dtype`, `name`:
+        the trainer's), read off its signature, so every argument is a key."""
+        arguments = {"input_shape": (self.image_size, self.image_size, self.channels)}
+        for name, parameter in MODEL_PARAMETERS.items():
+            if name not in DERIVED_MODEL_ARGUMENTS:
+                value = getattr(self, name)
+                none = value == "none" or (parameter.default is None and value == ())
+                arguments[name] = None if none else tuple(value) if isinstance(value, tuple) else value
+        return arguments
+
+
+_left_out = sorted(set(MODEL_PARAMETERS) - set(DERIVED_MODEL_ARGUMENTS) - set(TrainConfig.keys()))
+if _left_out:
+    raise ImportError(f"TrainConfig has no key for MAMSFClassifier argument(s) {_left_out}: add them")
 
 
 def _known(key, where):
@@ -168,6 +200,7 @@ _CHOICES = {"anchor": ANCHORS, "loss": LOSSES, "class_weighting": WEIGHTING_SCHE
             "view": VIEWS, "dtype_policy": DTYPE_POLICIES, "channels": (1, 3)}
 # (low, high, low inclusive, high inclusive)
 _RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True, False),
+           "anchor_warmup_gamma": (0.0, 1e12, False, True), "anchor_warmup_power": (0.0, 100.0, False, True),
            "fusion_filters": (1, 4096, True, True), "dropout": (0.0, 1.0, True, False),
            "asl_gamma_neg": (0.0, 20.0, True, True), "asl_clip": (0.0, 1.0, True, False),
            "focal_gamma": (0.0, 20.0, True, True), "val_fraction": (0.0, 1.0, True, False),

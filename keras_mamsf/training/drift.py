@@ -160,7 +160,7 @@ class DriftMonitor(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.out_dir and self.history:
             from keras_mamsf.evaluation.plots import drift_curves
-            from keras_mamsf.evaluation.report import write_bytes_atomic
+            from keras_mamsf.utils import write_bytes_atomic
 
             write_bytes_atomic(os.path.join(self.out_dir, "drift.png"), drift_curves(self.summary()))
 
@@ -195,7 +195,7 @@ class DriftMonitor(keras.callbacks.Callback):
     def _save(self):
         if not self.out_dir:
             return
-        from keras_mamsf.evaluation.report import write_bytes_atomic, write_json_atomic
+        from keras_mamsf.utils import write_bytes_atomic, write_json_atomic
 
         json_path, npz_path = self._paths()
         buffer = io.BytesIO()

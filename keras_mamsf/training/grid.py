@@ -17,18 +17,18 @@ A grid file (TOML or YAML) holds `cells`, one table per cell of config keys, and
     anchor_decay = 0.99
 
 The named grids (`GRIDS`) are the reviewer's: the anchor modes, the anchored part (the final
-block, the stage before it, the whole backbone) and the decay sweep, each with the `none` cell
-every comparison is made against.
+block, the stage before it, the whole backbone: said in the backbone's own stage names) and the
+decay sweep, each with the `none` cell every comparison is made against.
 """
 
 import dataclasses
 import os
 import re
 
-from keras_mamsf.training.config import ConfigError, TrainConfig, _known
+from keras_mamsf.anchor.modes import BRANCH, MODES, NONE
+from keras_mamsf.training.config import ConfigError, _known
 
-BASELINE = "none"
-WHOLE_BACKBONE = ("stem_", "block", "top_")
+BASELINE = NONE.name
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -43,28 +43,30 @@ class Cell:
         return base.replace(**self.changes)
 
 
-def _earlier_stage(backbone):
-    """The stage before the backbone's last one ("block6" for B0..B7, "block5" for the V2s)."""
-    from keras_mamsf.backbones.efficientnet import BACKBONES, last_stage_prefix
+def _stages(backbone):
+    """`(the stage before the final block, all stages)` of a backbone ("block6" and stem .. top for B0)."""
+    from keras_mamsf.backbones import build_backbone
 
-    model = BACKBONES[backbone](include_top=False, weights=None, input_shape=(32, 32, 3))
-    return f"block{int(last_stage_prefix(model)[len('block'):]) - 1}"
+    built = build_backbone(backbone, (32, 32, 3))
+    return built.stage_before_final_block(), built.stage_names
 
 
 def named_grid(name, base):
     """The cells of a named grid for the base config `base` (a `TrainConfig`)."""
     if name not in GRIDS:
         raise ConfigError(f"unknown grid {name!r}: use one of {', '.join(GRIDS)} or a .toml/.yaml grid file")
-    cells = [Cell(BASELINE, {"anchor": "none"})]
+    branch = BRANCH.name
+    cells = [Cell(BASELINE, {"anchor": BASELINE})]
     if name in ("reviewer", "modes"):
-        cells += [Cell(mode, {"anchor": mode}) for mode in ("branch", "shadow", "inplace")]
+        cells += [Cell(mode, {"anchor": mode}) for mode in MODES if mode != BASELINE]
     else:
-        cells.append(Cell("branch", {"anchor": "branch"}))
+        cells.append(Cell(branch, {"anchor": branch}))
     if name in ("reviewer", "anchored_part"):
-        cells += [Cell("branch_earlier_block", {"anchor": "branch", "anchor_layers": (_earlier_stage(base.backbone),)}),
-                  Cell("branch_whole_backbone", {"anchor": "branch", "anchor_layers": WHOLE_BACKBONE})]
+        earlier, whole = _stages(base.backbone)
+        cells += [Cell(f"{branch}_earlier_block", {"anchor": branch, "anchor_layers": (earlier,)}),
+                  Cell(f"{branch}_whole_backbone", {"anchor": branch, "anchor_layers": whole})]
     if name in ("reviewer", "decay"):
-        cells += [Cell(f"branch_decay_{decay}", {"anchor": "branch", "anchor_decay": decay})
+        cells += [Cell(f"{branch}_decay_{decay}", {"anchor": branch, "anchor_decay": decay})
                   for decay in (0.99, 0.999, 0.9999) if decay != base.anchor_decay]
     return cells
 
@@ -138,7 +140,7 @@ def check_cells(cells, base):
         raise ConfigError(f"grid: cell {duplicates[0]!r} appears twice")
     for cell in cells:
         cell.config(base)
-    if not any(cell.config(base).anchor == "none" for cell in cells):
+    if not any(cell.config(base).anchor == BASELINE for cell in cells):
         raise ConfigError("grid: no cell with anchor = \"none\"; add one, every cell is compared with it")
 
 

@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-
 # Scores are binned evenly in logit over [-LOGIT_RANGE, LOGIT_RANGE], not evenly in probability: rare
 # findings live at probabilities of 1e-3..1e-1, where bins evenly spaced in probability put every
 # image into the same one and read AUC 0.5.

@@ -20,7 +20,6 @@ the "shadow" inference path collapsed. The EMA then goes on from the re-estimate
 """
 
 import keras
-import numpy as np
 
 from keras_mamsf.anchor.momentum_anchor import MomentumAnchor
 from keras_mamsf.utils.layers import walk_layers
@@ -44,7 +43,7 @@ def reestimate_batchnorm(model, batches):
     """
     norms = [layer for layer in walk_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     anchor = next((layer for layer in walk_layers(model) if isinstance(layer, MomentumAnchor)), None)
-    anchored = anchor is not None and anchor.mode is not None
+    anchored = anchor is not None and anchor.mode_spec.has_anchor
     if anchored:  # the trunk features the anchor block reads, and the model's output, in one pass
         image = model.inputs[0] if len(model.inputs) == 1 else model.inputs  # a bare tensor: no structure warning
         with_features = keras.Model(image, [anchor.input, model.outputs[0]])
@@ -82,10 +81,3 @@ def _update_anchor_statistics(anchor, statistics, features):
         updated = [scope.get_current_value(online) for online, _ in statistics]
     for (_, copy), value in zip(statistics, updated):
         copy.assign(keras.ops.cast(value, copy.dtype))
-
-
-def training_sample(count, total, seed=0):
-    """Sorted indices of `count` of `total` training images (all when `count >= total`), seeded."""
-    if count >= total:
-        return np.arange(total)
-    return np.sort(np.random.default_rng(seed).choice(total, size=count, replace=False))

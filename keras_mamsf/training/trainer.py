@@ -32,10 +32,16 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     import numpy as np
     import tensorflow as tf
 
-    import keras_mamsf as mamsf
     from keras_mamsf.data import nih, splits
-    from keras_mamsf.data.pipeline import augmentation_layers, make_dataset
-    from keras_mamsf.training.callbacks import BestCheckpoint, EpochSeed, ValidationMacroAUC
+    from keras_mamsf.data.pipeline import augmentation_layers
+    from keras_mamsf.data.sources import image_source
+    from keras_mamsf.losses import loss_from_settings
+    from keras_mamsf.models import MAMSFClassifier, save_model
+    from keras_mamsf.training.callbacks import (
+        BestCheckpoint,
+        EpochSeed,
+        ValidationMacroAUC,
+    )
     from keras_mamsf.training.distribution import distributed
     from keras_mamsf.training.macro_auc import MacroAUC
 
@@ -67,28 +73,24 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     keras.utils.set_random_seed(config.seed)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     augmentation = augmentation_layers(config.seed) if config.augment else []
-    if shards is None:
-        train_ds = make_dataset(parts["train"], config.image_size, config.batch_size, training=True, seed=config.seed,
-                                class_aware=config.class_aware, augment=augmentation or False,
-                                channels=config.channels, epoch=epoch)
-        val_ds = make_dataset(parts["val"], config.image_size, max(config.batch_size, 64), channels=config.channels)
-    else:  # pre-resized shards: fast, but their shuffle is not seeded per epoch (a resumed epoch reorders)
-        from keras_mamsf.data.shards import make_shard_dataset
-
-        if config.class_aware:
-            raise ConfigError("class_aware sampling reads the PNGs: drop --shards or set class_aware=false")
-        train_ds = make_shard_dataset(shards, config.image_size, "train", config.batch_size, training=True,
-                                      seed=config.seed, augment=augmentation or False, channels=config.channels)
-        val_ds = make_shard_dataset(shards, config.image_size, "val", max(config.batch_size, 64),
-                                    channels=config.channels)
+    # Pre-resized shards are fast, but their shuffle is not seeded per epoch (a resumed epoch reorders).
+    source = image_source(parts, shards)
+    if shards is not None and config.class_aware:
+        raise ConfigError("class_aware sampling reads the PNGs: drop --shards or set class_aware=false")
+    train_ds = source.dataset("train", config.image_size, config.batch_size, channels=config.channels, training=True,
+                              seed=config.seed, augment=augmentation or False, class_aware=config.class_aware,
+                              epoch=epoch)
+    val_ds = source.dataset("val", config.image_size, max(config.batch_size, 64), channels=config.channels)
     policy = config.dtype_policy
     if policy == "auto":
-        policy = "mixed_bfloat16" if any(d.device_type == "GPU" for d in tf.config.list_physical_devices()) else "float32"
+        on_gpu = any(device.device_type == "GPU" for device in tf.config.list_physical_devices())
+        policy = "mixed_bfloat16" if on_gpu else "float32"
     with distributed(distribute):
-        model = mamsf.build_model(**config.model_arguments(), num_classes=train_labels.shape[1], dtype_policy=policy)
+        model = MAMSFClassifier(**config.model_arguments(), num_classes=train_labels.shape[1], dtype=policy)
         model.compile(optimizer=keras.optimizers.AdamW(_schedule(config, steps_per_epoch),
                                                        weight_decay=config.weight_decay),
-                      loss=_loss(config, train_labels), metrics=[MacroAUC(num_labels=train_labels.shape[1])])
+                      loss=loss_from_settings(config.loss, config.to_dict(), train_labels),
+                      metrics=[MacroAUC(num_labels=train_labels.shape[1])])
         # Built now, so that BackupAndRestore's load_weights restores the optimizer's moments and step
         # too (an unbuilt optimizer is skipped with a warning, and the resumed run would diverge).
         model.optimizer.build(model.trainable_variables)
@@ -107,66 +109,57 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
             callbacks.insert(3, _drift_monitor(config, parts["val"], train_labels, run_dir))
         history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
                             verbose=PROGRESS[verbose] if verbose in PROGRESS else verbose)
-    final_path = mamsf.save_model(model, os.path.join(run_dir, "final.keras"))
+    final_path = save_model(model, os.path.join(run_dir, "final.keras"))
     if model.stop_training and history.history.get("loss") and not math.isfinite(history.history["loss"][-1]):
         raise RuntimeError(f"training stopped on a non-finite loss (TerminateOnNaN); see {run_dir}/history.csv")
     best_path = os.path.join(run_dir, "best.keras")
     if not os.path.isfile(best_path):  # no finite validation figure at all (a single-class val split)
         best_path = final_path
     if config.precise_bn_images:
-        images = _precise_bn(config, parts["train"], shards, sorted({best_path, final_path}))
+        images = _precise_bn(config, source, sorted({best_path, final_path}))
         log(f"BatchNorm statistics re-estimated from {images} training images in {os.path.basename(best_path)}"
             + ("" if best_path == final_path else f" and {os.path.basename(final_path)}"))
-    summary = evaluate_run(best_path, parts, config, run_dir, index, config_path, shards)
+    summary = evaluate_run(best_path, parts, config, run_dir, index, config_path, source)
     return summary
 
 
-def _precise_bn(config, train_records, shards, paths):
+def _precise_bn(config, source, paths):
     """Re-estimates the BatchNorm statistics of the saved models at `paths` (rewritten atomically)
     from `config.precise_bn_images` training images, unaugmented; returns how many were used.
     On the saved files, after `fit`: outside any distribution strategy, and a rerun of a killed
     run re-estimates from the same images to the same values."""
     import keras
 
-    import keras_mamsf as mamsf
-    from keras_mamsf.data.pipeline import make_dataset
-    from keras_mamsf.training.precise_bn import reestimate_batchnorm, training_sample
+    from keras_mamsf.models import load_model, save_model
+    from keras_mamsf.training.precise_bn import reestimate_batchnorm
 
     batch = min(config.batch_size, 64)
-    if shards is None:
-        chosen = training_sample(config.precise_bn_images, len(train_records), config.seed)
-        dataset = make_dataset([train_records[i] for i in chosen], config.image_size, batch, channels=config.channels)
-    else:
-        from keras_mamsf.data.shards import make_shard_dataset
-
-        dataset = make_shard_dataset(shards, config.image_size, "train", batch, channels=config.channels).unbatch() \
-            .take(config.precise_bn_images).batch(batch)
+    dataset = source.sample("train", config.precise_bn_images, config.image_size, batch, channels=config.channels,
+                            seed=config.seed)
     images = [x for x, _ in dataset.as_numpy_iterator()]
     used = 0
     for path in paths:
         keras.utils.set_random_seed(config.seed)  # dropout in training mode: the same statistics on a rerun
-        model = mamsf.load_model(path)  # compiled: the file keeps its optimizer state
+        model = load_model(path)  # compiled: the file keeps its optimizer state
         used = reestimate_batchnorm(model, images)
-        mamsf.save_model(model, path)
+        save_model(model, path)
     return used
 
 
-def evaluate_run(model_path, parts, config, run_dir, index, config_path, shards=None):
+def evaluate_run(model_path, parts, config, run_dir, index, config_path, source):
     """Scores `model_path` on the test split (thresholds chosen on val) and writes the evaluation."""
     import numpy as np
 
     from keras_mamsf.evaluation import evaluate_predictions
     from keras_mamsf.evaluation.report import write_evaluation
     from keras_mamsf.evaluation.scoring import score_split, split_source
-
-    from keras_mamsf.export.runtime import load_runner
+    from keras_mamsf.inference.formats import load_runner
 
     batch = max(config.batch_size, 64)
     train_positives = np.stack([r.labels for r in parts["train"]]).sum(axis=0)
     runner = load_runner(model_path)
-    test, details = score_split(model_path, records=parts["test"], shards=shards, split="test", batch_size=batch,
-                                runner=runner)
-    val, _ = score_split(model_path, records=parts["val"], shards=shards, split="val", batch_size=batch, runner=runner)
+    test, details = score_split(model_path, source, split="test", batch_size=batch, runner=runner)
+    val, _ = score_split(model_path, source, split="val", batch_size=batch, runner=runner)
     source = split_source(model_path, index.root, "test", config.split, config.val_fraction, config.split_seed, index,
                           config=os.path.abspath(config_path), **details)
     metrics = evaluate_predictions(test, n_boot=config.n_boot, seed=config.seed, validation=val, source=source)
@@ -178,7 +171,8 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, shards=
     # summary.json last: its presence marks a finished run (mamsf ablate skips those)
     write_text_atomic(os.path.join(run_dir, "summary.json"),
                       json.dumps({"model": model_path, "macro_auc": metrics["macro"]["auc"],
-                                  "macro_auc_ci": metrics["macro"]["auc_ci"], "skipped_images": source["skipped_images"],
+                                  "macro_auc_ci": metrics["macro"]["auc_ci"],
+                                  "skipped_images": source["skipped_images"],
                                   "split_sizes": {name: len(parts[name]) for name in ("train", "val", "test")},
                                   "train_positives": dict(zip(test.labels, map(int, train_positives))),
                                   "environment": describe(), "paths": paths}, indent=2) + "\n")
@@ -210,15 +204,3 @@ def _schedule(config, steps_per_epoch):
         return keras.optimizers.schedules.CosineDecay(config.learning_rate, total)
     return keras.optimizers.schedules.CosineDecay(0.0, total - warmup, warmup_target=config.learning_rate,
                                                   warmup_steps=warmup)
-
-
-def _loss(config, train_labels):
-    from keras_mamsf.losses import get_loss
-
-    if config.loss == "asl":
-        return get_loss("asl", gamma_neg=config.asl_gamma_neg, clip=config.asl_clip)
-    if config.loss == "focal":
-        return get_loss("focal", gamma=config.focal_gamma)
-    if config.loss == "weighted_bce":
-        return get_loss("weighted_bce", labels=train_labels, scheme=config.class_weighting)
-    return get_loss(config.loss)

@@ -34,6 +34,18 @@ def write_text_atomic(path, text):
             handle.write(text)
 
 
+def write_bytes_atomic(path, data):
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+
+def write_json_atomic(path, data):
+    import json
+
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
 @contextlib.contextmanager
 def atomic_directory(path):
     """Like `atomic_path`, for a folder (a SavedModel): yields a temporary folder beside

@@ -1,10 +1,14 @@
 """Writes tests/data/legacy_v0_tiny.keras with the pre-config-driven code (commit 1b0487a)."""
 import os
+
 os.environ["KERAS_BACKEND"] = "tensorflow"
-import keras, numpy as np
+import keras
+import numpy as np
+
 import keras_mamsf as mamsf
 from keras_mamsf.anchor.momentum_anchor import MomentumAnchor
-from keras_mamsf.layers import MultiScaleFusion, GrayscaleToRGB
+from keras_mamsf.layers import GrayscaleToRGB, MultiScaleFusion
+
 keras.utils.set_random_seed(3)
 keras.config.set_dtype_policy("mixed_float16")
 image = keras.Input((16, 16, 1), name="image")
@@ -23,7 +27,8 @@ model = mamsf.MomentumAnchoredModel(image, probs, name="legacy_tiny")
 keras.config.set_dtype_policy("float32")
 model.compile(optimizer="adam", loss="binary_crossentropy")
 rng = np.random.default_rng(0)
-xs = rng.uniform(0, 255, (4, 16, 16, 1)).astype("float32"); ys = (rng.random((4, 3)) < .5).astype("float32")
+xs = rng.uniform(0, 255, (4, 16, 16, 1)).astype("float32")
+ys = (rng.random((4, 3)) < .5).astype("float32")
 model.train_on_batch(xs, ys)
 mamsf.save_model(model, "tests/data/legacy_v0_tiny.keras")
 np.savez("tests/data/legacy_v0_tiny_expected.npz", x=xs, probs=model.predict(xs, verbose=0))

@@ -70,13 +70,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return {name: self._generate_examples(records, name) for name, records in parts.items() if records}
 
     def _generate_examples(self, records, split=""):
+        import sys
+        import time
+
         import tensorflow as tf
 
         from keras_mamsf.data.nih import DataError
         from keras_mamsf.data.pipeline import decode_and_resize
-
-        import sys
-        import time
 
         started, step = time.time(), max(500, len(records) // 10)
         for done, record in enumerate(records, 1):

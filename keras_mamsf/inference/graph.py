@@ -10,10 +10,7 @@ float32, computed with `training=False`.
 
 import keras
 
-from keras_mamsf.models.io import copy_weights
-
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("probs", "logits")
+from keras_mamsf.utils.weights import copy_weights
 
 
 def _float32_config(config):
@@ -65,20 +62,3 @@ def input_shape(model):
     if len(shape) != 3 or any(d is None for d in shape):
         raise ValueError(f"{model.name}: export needs a fixed (H, W, C) image input, got {shape}")
     return tuple(int(d) for d in shape)
-
-
-def serving_archive(model, batch_size=None):
-    """A `keras.export.ExportArchive` with endpoint "serve": `image` (NHWC, pixels 0..255,
-    float32, batch `batch_size` or dynamic) -> `{"probs", "logits"}`; `training=False`."""
-    import tensorflow as tf
-
-    height, width, channels = input_shape(model)
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    spec = tf.TensorSpec((batch_size, height, width, channels), tf.float32, name=INPUT_NAME)
-
-    def serve(image):
-        return model(image, training=False)
-
-    archive.add_endpoint("serve", serve, input_signature=[spec])
-    return archive

@@ -1,8 +1,8 @@
-"""Run any exported artifact in its own runtime, with one interface.
+"""The runners: each artifact in its own runtime, with one interface.
 
-    runner = load_runner("out/model_int8.tflite")   # .keras, SavedModel dir, .tflite, .onnx
-    runner.input_shape                               # (H, W, C)
-    runner.predict(images)                           # float32 NHWC 0..255 -> {"probs", "logits"}
+    runner = formats.load_runner("out/model_int8.tflite")  # .keras, SavedModel dir, .tflite, .onnx
+    runner.input_shape                                      # (H, W, C)
+    runner.predict(images)                                  # float32 NHWC 0..255 -> {"probs", "logits"}
 
 The runtimes are the ones the artifacts ship to: Keras (`safe_mode=True`), TensorFlow's
 SavedModel loader (signature "serve"), the LiteRT interpreter (`ai-edge-litert`, signature
@@ -10,34 +10,10 @@ SavedModel loader (signature "serve"), the LiteRT interpreter (`ai-edge-litert`,
 and onnxruntime (CPU). Parity checks and `mamsf predict` both go through these.
 """
 
-import os
 
 import numpy as np
 
-from keras_mamsf.export.inference import INPUT_NAME
-
-
-def artifact_format(path):
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        if os.path.isfile(os.path.join(path, "saved_model.pb")):
-            return "savedmodel"
-        raise ValueError(f"{path}: a folder but not a SavedModel (no saved_model.pb)")
-    if path.endswith((".keras", ".h5", ".hdf5")):
-        return "keras"  # models.io.load_model checks the file and refuses legacy HDF5
-    for suffix, name in ((".tflite", "tflite"), (".onnx", "onnx")):
-        if path.endswith(suffix):
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"{path}: no such model file")
-            return name
-    raise ValueError(f"{path}: not a model this library runs (.keras, a SavedModel folder, .tflite or .onnx)")
-
-
-def load_runner(path, num_threads=None):
-    kind = artifact_format(path)
-    return {"keras": KerasRunner, "savedmodel": SavedModelRunner, "tflite": LiteRTRunner, "onnx": OnnxRunner}[kind](
-        os.fspath(path), **({"num_threads": num_threads} if kind in ("tflite", "onnx") else {})
-    )
+from keras_mamsf.inference.signature import INPUT_NAME, OUTPUT_NAMES, SIGNATURE
 
 
 def square_input(runner, path):
@@ -59,10 +35,8 @@ def scores_from_outputs(outputs, use_output="probs"):
 
 
 class KerasRunner:
-    format = "keras"
-
     def __init__(self, path):
-        from keras_mamsf.export.inference import inference_model, input_shape
+        from keras_mamsf.inference.graph import inference_model, input_shape
         from keras_mamsf.models.io import load_model
 
         self.model = inference_model(load_model(path, compile=False))
@@ -70,19 +44,18 @@ class KerasRunner:
 
     def predict(self, images):
         out = self.model.predict(np.asarray(images, dtype="float32"), verbose=0, batch_size=32)
-        return {name: np.asarray(out[name], dtype="float32") for name in ("probs", "logits")}
+        return {name: np.asarray(out[name], dtype="float32") for name in OUTPUT_NAMES}
 
 
 class SavedModelRunner:
-    format = "savedmodel"
-
     def __init__(self, path):
         import tensorflow as tf
 
         self._module = tf.saved_model.load(path)
-        if "serve" not in self._module.signatures:
-            raise ValueError(f"{path}: no 'serve' signature; it has {', '.join(self._module.signatures) or 'none'}")
-        self._serve = self._module.signatures["serve"]
+        if SIGNATURE not in self._module.signatures:
+            raise ValueError(f"{path}: no {SIGNATURE!r} signature; it has "
+                             f"{', '.join(self._module.signatures) or 'none'}")
+        self._serve = self._module.signatures[SIGNATURE]
         spec = self._serve.structured_input_signature[1][INPUT_NAME]
         self.input_shape = tuple(int(d) for d in spec.shape[1:])
 
@@ -92,20 +65,18 @@ class SavedModelRunner:
         images = np.asarray(images, dtype="float32")
         parts = [self._serve(**{INPUT_NAME: tf.constant(images[i : i + batch_size])})
                  for i in range(0, len(images), batch_size)]
-        return {name: np.concatenate([p[name].numpy() for p in parts]) for name in ("probs", "logits")}
+        return {name: np.concatenate([p[name].numpy() for p in parts]) for name in OUTPUT_NAMES}
 
 
 class LiteRTRunner:
-    format = "tflite"
-
     def __init__(self, path, num_threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
         self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
         signatures = self.interpreter.get_signature_list()
-        if "serve" not in signatures:
-            raise ValueError(f"{path}: no 'serve' signature; it has {', '.join(signatures) or 'none'}")
-        self._runner = self.interpreter.get_signature_runner("serve")
+        if SIGNATURE not in signatures:
+            raise ValueError(f"{path}: no {SIGNATURE!r} signature; it has {', '.join(signatures) or 'none'}")
+        self._runner = self.interpreter.get_signature_runner(SIGNATURE)
         self.input_detail = self._runner.get_input_details()[INPUT_NAME]
         self.output_details = self._runner.get_output_details()
         batch, *shape = (int(d) for d in self.input_detail["shape"])
@@ -115,7 +86,7 @@ class LiteRTRunner:
 
     def predict(self, images):
         images = np.asarray(images, dtype="float32")
-        outputs = {name: [] for name in ("probs", "logits")}
+        outputs = {name: [] for name in OUTPUT_NAMES}
         for image in images:
             result = self._runner(**{INPUT_NAME: quantize(image[None], self.input_detail)})
             for name in outputs:
@@ -141,8 +112,6 @@ def dequantize(values, detail):
 
 
 class OnnxRunner:
-    format = "onnx"
-
     def __init__(self, path, num_threads=None):
         import onnxruntime as ort
 
@@ -156,6 +125,5 @@ class OnnxRunner:
         self.input_shape = tuple(int(d) for d in inputs[0].shape[1:])
 
     def predict(self, images):
-        names = ["probs", "logits"]
-        probs, logits = self.session.run(names, {INPUT_NAME: np.asarray(images, dtype="float32")})
-        return {"probs": probs, "logits": logits}
+        values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.asarray(images, dtype="float32")})
+        return dict(zip(OUTPUT_NAMES, values))

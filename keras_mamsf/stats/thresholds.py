@@ -14,7 +14,7 @@ each threshold come with the same bootstrap as the AUCs (`confusion_tallies` fee
 import numpy as np
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from keras_mamsf.evaluation.ranking import is_scorable
+from keras_mamsf.stats.ranking import is_scorable
 
 RULES = ("youden", "f1", "sensitivity")
 MIN_SENSITIVITY = 0.90
@@ -68,7 +68,8 @@ def confusion_tallies(y, score, threshold, cluster, clusters):
     y = np.asarray(y).astype(bool)
     called = np.asarray(score) >= threshold
     cells = (y & called, ~y & called, ~y & ~called, y & ~called)
-    return np.stack([np.bincount(cluster, weights=cell.astype("float64"), minlength=clusters) for cell in cells], axis=1)
+    return np.stack([np.bincount(cluster, weights=cell.astype("float64"), minlength=clusters) for cell in cells],
+                    axis=1)
 
 
 def operating_figures(tallies):

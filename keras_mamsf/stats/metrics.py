@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from keras_mamsf.evaluation.ranking import RankedScores, is_scorable
+from keras_mamsf.stats.ranking import RankedScores, is_scorable
 
 
 def per_class_auc(labels, probs, names):
@@ -21,7 +21,8 @@ def per_class_auc(labels, probs, names):
         column = labels[:, index]
         score = None
         if is_scorable(column):
-            score = float(RankedScores(column, probs[:, index], everyone, len(labels)).scores(np.ones((1, len(labels))))[0][0])
+            ranked = RankedScores(column, probs[:, index], everyone, len(labels))
+            score = float(ranked.scores(np.ones((1, len(labels))))[0][0])
         else:
             unscored.append(name)
         per_class[name] = {"auc": score, "positives": int(column.sum())}
