@@ -108,8 +108,8 @@ _worker_root = []  # the temporary folder of the workers' outputs, removed at th
 
 
 # Tests that wait for a worker run last, so the rest of the suite overlaps with the workers.
-_WAITING_FILES = {"test_export.py": 1, "test_evaluate_model.py": 1, "test_backends.py": 2}
-EXPORT_WORKER_TESTS = {"test_export.py", "test_evaluate_model.py"}
+_WAITING_FILES = {"test_export.py": 1, "test_evaluate_model.py": 1, "test_runtime_install.py": 1, "test_backends.py": 2}
+EXPORT_WORKER_TESTS = {"test_export.py", "test_evaluate_model.py", "test_runtime_install.py"}
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -95,7 +95,7 @@ def test_help_starts_without_tensorflow_and_commands_hide_its_log_lines(tmp_path
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    command = ('python3 -m venv .venv && . .venv/bin/activate && pip install -q -e ".[test]" && '
+    command = ('python3 -m venv .venv && . .venv/bin/activate && pip install -q -e ".[train,test]" && '
                'ruff check . && python -m pytest -q -n 2 --dist loadfile tests')
     assert f"```bash\n{command}\n```" in readme
     assert command in ci

@@ -82,3 +82,39 @@ def test_rgba_png_is_read_as_its_luminance(tmp_path):
     record = nih.Record(image="rgba.png", labels=np.zeros(14, "float32"), patient="1", path=str(path))
     (x, _), = batches(make_dataset([record], image_size=32, batch_size=1, channels=1))
     np.testing.assert_allclose(x[0, ..., 0], 0.299 * 200 + 0.587 * 100 + 0.114 * 50, atol=1.0)
+
+
+@pytest.mark.parametrize("kind", ["png8", "png16", "png_rgb", "jpeg", "jpeg_rgb"])
+def test_predict_preprocessing_equals_training_s_pixels(tmp_path, kind):
+    """Issue 26: `load_image` (Pillow + NumPy, what `mamsf predict` runs on a device) gives the pixels the
+    training pipeline (TensorFlow's decode and area resize) gives, within one grey level."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from keras_mamsf.data.images import load_image
+    from keras_mamsf.data.pipeline import decode_and_resize
+
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[0:100, 0:90]
+    smooth = (np.sin(x / 9.0) + np.cos(y / 7.0) + 2.0) * 60 + rng.integers(0, 15, (100, 90))
+    path = tmp_path / ("image.jpg" if kind.startswith("jpeg") else "image.png")
+    if kind == "png16":
+        Image.fromarray((smooth * 257).astype("uint16")).save(path)
+    elif kind.endswith("rgb"):
+        rgb = np.stack([smooth, smooth * 0.8, smooth * 0.5], axis=-1).astype("uint8")
+        Image.fromarray(rgb).save(path, **({"quality": 90} if kind.startswith("jpeg") else {}))
+    else:
+        Image.fromarray(smooth.astype("uint8")).save(path, **({"quality": 90} if kind == "jpeg" else {}))
+    for size in (64, 48, 128):  # down by non-integer factors, and up
+        ours = load_image(path, size, channels=1)
+        if kind.startswith("jpeg"):  # the training pipeline reads PNGs; TensorFlow's JPEG decode for JPEGs
+            image = tf.image.resize(tf.io.decode_image(tf.io.read_file(str(path)), channels=1), (size, size),
+                                    method="area", antialias=True)
+            theirs = image.numpy()
+        else:
+            theirs = decode_and_resize(str(path), size).numpy()
+        assert ours.shape == theirs.shape == (size, size, 1)
+        # Decoders may round a colour conversion or a JPEG IDCT one level apart; the resize adds float noise.
+        assert np.abs(ours - theirs).max() <= 1.0 + 1e-3, (kind, size, np.abs(ours - theirs).max())
+        if kind in ("png8", "png16"):  # the same decoded integers: only the resizes' float arithmetic differs
+            assert np.abs(ours - theirs).max() <= 1e-3, (kind, size)

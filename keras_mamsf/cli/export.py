@@ -20,7 +20,7 @@ def add_parser(commands, name):
 
 
 def add_arguments(parser, formats=True):
-    from keras_mamsf.export.parity import GATES
+    from keras_mamsf.export.gates import GATES
 
     parser.add_argument("model", metavar="MODEL.keras", help="a model saved by mamsf (safe_mode load)")
     parser.add_argument("--out", required=True, help="output folder (artifacts, labels.txt, manifest.json)")

@@ -52,6 +52,14 @@ def main(argv=None, prog=None):
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"{args.error_prefix} {message}", file=sys.stderr)
         return 1
+    except ImportError as error:  # the runtime install runs predict on TFLite files, not the rest
+        from keras_mamsf.utils.install import missing_install
+
+        message = missing_install(error)
+        if message is None:
+            raise
+        print(f"{args.error_prefix} {message}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # `python -m keras_mamsf.cli.main`

@@ -87,21 +87,26 @@ def write_gradcams(model_path, paths, label, out_dir, dicom_window="auto", force
 def run(args):
     import sys
 
-    from keras_mamsf.inference.model_card import parity_warning
+    from keras_mamsf.inference.formats import artifact_format
+    from keras_mamsf.inference.model_card import model_card_with_source, parity_warning
 
     if args.gradcam and not args.out:
         raise ValueError("--gradcam writes PNGs: add --out DIR")
+    artifact_format(args.model)  # a missing (or set-aside) model file says so before any warning about it
     warning = parity_warning(args.model)
     if warning:
         print(warning, file=sys.stderr)
     results, thresholds, use = predict_files(args.model, args.images, args.threads, args.dicom_window, args.force)
+    source = model_card_with_source(args.model)[3]
     if args.gradcam:
         written = write_gradcams(args.model, args.images, args.gradcam, args.out, args.dicom_window, args.force)
         if not args.json:
             print(f"Grad-CAM ({args.gradcam}): {len(written)} PNG(s) in {args.out}")
     if args.json:
-        print(json.dumps({"model": args.model, "output": use, "thresholds": thresholds, "results": results}, indent=2))
+        print(json.dumps({"model": args.model, "output": use, "thresholds": thresholds, "thresholds_source": source,
+                          "results": results}, indent=2))
         return 0
+    print(f"thresholds: {source}")
     for result in results:
         findings = ", ".join(result["findings"]) or "none above threshold"
         print(f"{result['image']}: {findings}")

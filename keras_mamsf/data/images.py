@@ -2,10 +2,14 @@
 
     image = load_image("study.dcm", size=224, channels=3)   # float32 (224, 224, 3), 0..255
 
-PNG and JPEG are decoded to 8-bit grayscale (16-bit PNGs scaled to 8 bits). DICOM files (any
-transfer syntax a CR/DX system writes) are mapped to ChestX-ray14's appearance by
-`keras_mamsf.data.dicom`. Every source then takes the training pipeline's area resize. Images
-declaring more than `MAX_IMAGE_PIXELS` pixels are refused from their header.
+PNG and JPEG are decoded by Pillow to 8-bit grayscale (16-bit PNGs scaled to 8 bits as TensorFlow
+does: the high byte; JPEG's luma channel, as libjpeg gives it). DICOM files (any transfer syntax a
+CR/DX system writes) are mapped to ChestX-ray14's appearance by `keras_mamsf.data.dicom`. Every
+source then takes `area_resize_array`, NumPy's copy of the training pipeline's area resize
+(`tests/test_pipeline.py` checks both on the same files: within one grey level). Images declaring
+more than `MAX_IMAGE_PIXELS` pixels are refused from their header.
+
+No TensorFlow, Keras, SciPy or scikit-learn here: this is what `mamsf predict` runs on a device.
 """
 
 import os
@@ -140,20 +144,51 @@ def read_grayscale(path, dicom_window="auto", force=False):
         return read_dicom(path, window=dicom_window, force=force)
     if not path.lower().endswith(IMAGE_SUFFIXES):
         raise ImageError(f"{path}: not a PNG, JPEG or DICOM file; convert it to one of those")
-    import tensorflow as tf
+    return _decode_grayscale(path)
 
+
+def _decode_grayscale(path):
+    """A PNG or JPEG file -> float32 (H, W, 1) 0..255, as TensorFlow's `decode_image(channels=1)`
+    reads it for training."""
+    from PIL import Image, UnidentifiedImageError
+
+    kind = "JPEG" if path.lower().endswith((".jpg", ".jpeg")) else "PNG"
     try:
-        data = tf.io.read_file(path)
-        image = tf.io.decode_image(data, channels=1, dtype=tf.uint8, expand_animations=False)
-    except (tf.errors.InvalidArgumentError, tf.errors.OpError) as error:
-        raise ImageError(f"{path}: cannot decode the image ({str(error).splitlines()[0][:120]}); "
-                         "is the file complete?") from None
-    return tf.cast(image, tf.float32).numpy()
+        with Image.open(path) as image:
+            if image.format == "JPEG" and image.mode != "L":
+                image.draft("L", image.size)  # the decoder's own luma, as libjpeg gives TensorFlow
+            image.load()
+            if image.mode.startswith("I"):  # 16-bit (or 32-bit) grayscale: TensorFlow keeps the high byte
+                pixels = np.right_shift(np.asarray(image, dtype="uint32"), 8).clip(0, 255)
+            else:
+                pixels = np.asarray(image if image.mode == "L" else image.convert("L"))
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a {kind} image (its content is not one); re-export or convert the "
+                         "file") from None
+    except (OSError, ValueError, SyntaxError) as error:  # truncated or corrupt data
+        reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
+        raise ImageError(f"{path}: cannot decode the {kind} image ({reason}); is the file complete?") from None
+    return pixels.astype("float32")[..., None]
+
+
+def _area_weights(size_in, size_out):
+    """(size_out, size_in) weights of an area resize: each output pixel averages the input interval
+    [i * scale, (i + 1) * scale), partial pixels by their covered fraction (TensorFlow's ResizeArea)."""
+    scale = size_in / size_out
+    starts = np.arange(size_out, dtype="float64")[:, None] * scale
+    pixels = np.arange(size_in, dtype="float64")[None, :]
+    covered = np.minimum(pixels + 1.0, starts + scale) - np.maximum(pixels, starts)
+    return np.clip(covered, 0.0, None) / scale
+
+
+def area_resize_array(image, size):
+    """(H, W, C) -> float32 (size, size, C): the training pipeline's `area_resize` in NumPy."""
+    image = np.asarray(image, dtype="float64")
+    rows, columns = _area_weights(image.shape[0], size), _area_weights(image.shape[1], size)
+    return np.einsum("ih,hwc,jw->ijc", rows, image, columns, optimize=True).astype("float32")
 
 
 def load_image(path, size, channels=3, dicom_window="auto", force=False):
     """`path` -> float32 (size, size, channels) 0..255, resized exactly as in training."""
-    from keras_mamsf.data.pipeline import area_resize
-
-    image = area_resize(read_grayscale(path, dicom_window, force), size).numpy()
+    image = area_resize_array(read_grayscale(path, dicom_window, force), size)
     return np.repeat(image, 3, axis=-1) if channels == 3 else image

@@ -32,6 +32,7 @@ from keras_mamsf.inference.formats import (
     SAVEDMODEL,
     TFLITE,
     export_format,
+    failed_name,
     load_runner,
 )
 from keras_mamsf.inference.graph import inference_model, input_shape
@@ -136,12 +137,6 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     record = manifest.merge_existing(out_dir, record)
     manifest.write(out_dir, record)
     return dict(record, ok=not failed, failed=failed)
-
-
-def failed_name(name):
-    """`model_int8.tflite` -> `model_int8.FAILED.tflite`; `savedmodel` -> `savedmodel.FAILED`."""
-    stem, extension = os.path.splitext(name)
-    return f"{stem}.FAILED{extension}"
 
 
 def _set_aside_if_failed(out_dir, name, entry, keep_failed, log):

@@ -8,16 +8,8 @@ host; the better path is named in `use_output`, and the gate passes if that path
 
 import numpy as np
 
+from keras_mamsf.export.gates import GATES
 from keras_mamsf.stats.metrics import per_class_auc
-
-# Default gates. float32 artifacts must reproduce the model: max |dp| <= 1e-4. Quantized ones pass
-# that same bound, or else are judged on ranking: the macro AUC may drop 0.005, one class 0.02.
-# (Below 1e-4 an AUC change only reorders near-ties: a barely trained model's probabilities can
-# all lie within 1e-6 of each other, and float noise then moves its AUC by 0.05.)
-GATES = {
-    "exact": {"max_dp": 1e-4},
-    "quantized": {"max_dp": 1e-4, "max_macro_auc_drop": 0.005, "max_class_auc_drop": 0.02},
-}
 
 
 def compare(reference, candidate, labels, names, thresholds):

@@ -63,9 +63,20 @@ def export_format(name):
     return fmt
 
 
+def failed_name(name):
+    """`model_int8.tflite` -> `model_int8.FAILED.tflite`; `savedmodel` -> `savedmodel.FAILED`: where export
+    keeps an artifact that failed its gate, so that nothing picks it up by its normal name."""
+    stem, extension = os.path.splitext(name)
+    return f"{stem}.FAILED{extension}"
+
+
 def artifact_format(path):
     """The format of the artifact at `path` (a file by its suffix, a folder holding `saved_model.pb`)."""
     path = os.fspath(path)
+    set_aside = failed_name(path.rstrip(os.sep))
+    if not os.path.exists(path) and os.path.exists(set_aside):
+        raise FileNotFoundError(f"{path}: export renamed it {os.path.basename(set_aside)}: it failed its parity gate "
+                                "(manifest.json says why); pass that name to use it anyway, or export again")
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "saved_model.pb")):
             return SAVEDMODEL

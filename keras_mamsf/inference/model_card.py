@@ -10,6 +10,8 @@ from keras_mamsf.labels import CHESTXRAY14_LABELS
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
+# What `mamsf train` writes beside best.keras: the thresholds chosen on the validation split.
+RUN_THRESHOLDS_NAME = "thresholds.json"
 
 
 def read_thresholds(path, labels):
@@ -63,13 +65,22 @@ def parity_warning(model_path):
 
 def model_card(model_path):
     """`(labels, thresholds, use_output)` of a model file: from the manifest beside it when there is
-    one, else ChestX-ray14's labels, 0.5 each and the `probs` output. `use_output` is the output
+    one; else ChestX-ray14's labels, the thresholds of the `thresholds.json` a `mamsf train` run wrote
+    beside its `best.keras` (0.5 each without one) and the `probs` output. `use_output` is the output
     the artifact's parity check found better (an int8 file's `logits`: finer than its 256-level probs)."""
+    return model_card_with_source(model_path)[:3]
+
+
+def model_card_with_source(model_path):
+    """`model_card`'s three, and where the thresholds came from (a file, or "default 0.5")."""
     record, entry = find_manifest(model_path)
-    labels = record["labels"] if record else list(CHESTXRAY14_LABELS)
-    thresholds = record["thresholds"]["values"] if record else {label: 0.5 for label in labels}
-    use_output = ((entry or {}).get("parity") or {}).get("use_output", "probs")
-    return labels, thresholds, use_output
+    if record:
+        use_output = ((entry or {}).get("parity") or {}).get("use_output", "probs")
+        return record["labels"], record["thresholds"]["values"], use_output, record["thresholds"].get("source")
+    labels = list(CHESTXRAY14_LABELS)
+    beside = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path).rstrip(os.sep))), RUN_THRESHOLDS_NAME)
+    thresholds, source = read_thresholds(beside if os.path.isfile(beside) else None, labels)
+    return labels, thresholds, "probs", source
 
 
 def read_manifest(path):

@@ -36,6 +36,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     from keras_mamsf.data.pipeline import augmentation_layers
     from keras_mamsf.data.sources import image_source
     from keras_mamsf.losses import loss_from_settings
+    from keras_mamsf.metrics.macro_auc import MacroAUC
     from keras_mamsf.models import MAMSFClassifier, save_model
     from keras_mamsf.training.callbacks import (
         BestCheckpoint,
@@ -43,7 +44,6 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         ValidationMacroAUC,
     )
     from keras_mamsf.training.distribution import distributed
-    from keras_mamsf.training.macro_auc import MacroAUC
 
     if shards is not None:
         from keras_mamsf.data.shards import find_shards

@@ -3,6 +3,8 @@ that need no model never import Keras or TensorFlow (seconds of start-up and the
 
 import importlib
 
+from keras_mamsf.utils.install import missing_install
+
 
 def lazy_attributes(package, exports):
     """`(__getattr__, __dir__)` for a package whose public names live in submodules.
@@ -18,7 +20,13 @@ def lazy_attributes(package, exports):
     def __getattr__(name):
         if name not in exports:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        module = importlib.import_module(exports[name])
+        try:
+            module = importlib.import_module(exports[name])
+        except ImportError as error:  # the runtime install: say which install has it
+            message = missing_install(error)
+            if message is None:
+                raise
+            raise ModuleNotFoundError(f"{package}.{name}: {message}", name=error.name) from None
         return module if exports[name] == f"{package}.{name}" else getattr(module, name)
 
     def __dir__():
