@@ -5,8 +5,8 @@ A thin entry point over `mamsf export --format onnx` (same options; `--help` lis
 
 import sys
 
-from keras_mamsf.cli.main import main
+from keras_mamsf.cli.main import export_script
 from keras_mamsf.inference.formats import ONNX
 
 if __name__ == "__main__":
-    sys.exit(main(["export", "--format", ONNX.name, *sys.argv[1:]], prog="export/to_onnx.py"))
+    sys.exit(export_script(ONNX.name))

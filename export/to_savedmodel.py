@@ -5,8 +5,8 @@ A thin entry point over `mamsf export --format savedmodel` (same options; `--hel
 
 import sys
 
-from keras_mamsf.cli.main import main
+from keras_mamsf.cli.main import export_script
 from keras_mamsf.inference.formats import SAVEDMODEL
 
 if __name__ == "__main__":
-    sys.exit(main(["export", "--format", SAVEDMODEL.name, *sys.argv[1:]], prog="export/to_savedmodel.py"))
+    sys.exit(export_script(SAVEDMODEL.name))

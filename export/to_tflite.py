@@ -5,8 +5,8 @@ A thin entry point over `mamsf export --format tflite` (same options; `--help` l
 
 import sys
 
-from keras_mamsf.cli.main import main
+from keras_mamsf.cli.main import export_script
 from keras_mamsf.inference.formats import TFLITE
 
 if __name__ == "__main__":
-    sys.exit(main(["export", "--format", TFLITE.name, *sys.argv[1:]], prog="export/to_tflite.py"))
+    sys.exit(export_script(TFLITE.name))

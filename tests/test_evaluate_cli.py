@@ -147,6 +147,6 @@ def test_bad_command_lines(tmp_path, capsys):
     assert "no such predictions file" in _error(capsys, ["evaluate", "--predictions", str(tmp_path / "none.npz"),
                                                          "--out", out])
     (tmp_path / "text.npz").write_text("not an npz")
-    assert "not a readable NPZ" in _error(capsys, ["evaluate", "--predictions", str(tmp_path / "text.npz"),
+    assert "not a predictions file" in _error(capsys, ["evaluate", "--predictions", str(tmp_path / "text.npz"),
                                                    "--out", out])
     assert not (tmp_path / "o").exists()  # nothing written on bad input

@@ -98,7 +98,10 @@ def test_predict_writes_grad_cam_overlays(tmp_path, capsys):
     assert main(["predict", "--model", path, str(image), "--gradcam", "Hernia", "--out", str(tmp_path / "cams")]) == 0
     assert "Grad-CAM (Hernia): 1 PNG(s)" in capsys.readouterr().out
     written = Image.open(tmp_path / "cams" / "x ray_Hernia.png")
-    assert written.size == (32, 32) and written.mode == "RGB"
+    assert written.size == (32 + 2 + 4, 32) and written.mode == "RGB"  # the image, a gap, the colour scale
+    pixels = np.asarray(written)
+    assert pixels[0, -2, 0] > 100 and pixels[0, -2, 2] < 100  # the scale's top is red (the peak) ...
+    assert pixels[-1, -2, 2] > 100 and pixels[-1, -2, 0] < 100  # ... and its bottom blue (0)
     assert main(["predict", "--model", path, str(image), "--gradcam", "all", "--out", str(tmp_path / "all"),
                  "--json"]) == 0
     expected = sorted(f"x ray_{label}.png" for label in CHESTXRAY14_LABELS)

@@ -287,7 +287,8 @@ def test_export_exits_non_zero_when_an_artifact_fails(tmp_path, monkeypatch, cap
     import sys
 
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "export", "to_tflite.py")
-    monkeypatch.setattr(sys, "argv", [script, str(tmp_path / "m.keras"), "--out", str(tmp_path / "out")])
+    # --verbose: the script would otherwise filter this test process's native stderr, as it does a console's
+    monkeypatch.setattr(sys, "argv", [script, str(tmp_path / "m.keras"), "--out", str(tmp_path / "out"), "--verbose"])
     with pytest.raises(SystemExit) as exit_code:
         runpy.run_path(script, run_name="__main__")
     assert exit_code.value.code == 1

@@ -95,3 +95,19 @@ def test_the_runtime_command_says_which_install_the_rest_needs(runtime_python, t
     assert result.stderr.strip().splitlines() == [
         "mamsf evaluate: error: this needs the full library (scipy is not installed; the runtime install has "
         "none): pip install 'keras-mamsf[train]'"], result.stderr
+
+
+def test_the_readme_device_example_runs_in_the_runtime(runtime_python, tmp_path):
+    import re
+
+    exported = worker_report("export")
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    section = readme[readme.index("## On the device"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    png = sorted((__import__("pathlib").Path(exported["root"]) / "images").glob("*.png"))[0]
+    code = code.replace('"exports/model_int8.tflite"', repr(str(exported["out"]) + "/model_int8.tflite"))
+    code = code.replace('"chest.png"', repr(str(png)))
+    run = subprocess.run([runtime_python, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == 14 and all(any(label in line for label in CHESTXRAY14_LABELS) for line in lines), lines

@@ -168,6 +168,18 @@ def test_truncated_png_is_skipped_and_counted_or_stops_the_run(root, tmp_path, c
     import keras_mamsf as mamsf
 
     assert int(mamsf.load_model(out / "final.keras").optimizer.iterations.numpy()) > 0
+    # Issue 26: in a fresh interpreter (nothing of training imported), the run's checkpoint loads compiled
+    # (its MacroAUC metric and loss are found) and `predict --gradcam` runs on it with the run's thresholds.
+    image = sorted((data / "images").iterdir())[0]
+    code = f"import keras_mamsf as mamsf; print(type(mamsf.load_model({str(out / 'best.keras')!r})).__name__)"
+    fresh = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True)
+    assert fresh.returncode == 0 and fresh.stdout.split()[-1] == "MAMSFClassifier", fresh.stderr[-2000:]
+    cams = subprocess.run([sys.executable, "-m", "keras_mamsf.cli.main", "predict", "--model", str(out / "best.keras"),
+                           str(image), "--gradcam", "Effusion", "--out", str(tmp_path / "cams")],
+                          env=_env(), capture_output=True, text=True)
+    assert cams.returncode == 0, cams.stderr[-2000:]
+    assert f"thresholds: {out / 'thresholds.json'}" in cams.stdout, cams.stdout
+    assert (tmp_path / "cams" / f"{image.stem}_Effusion.png").is_file()
 
 
 @pytest.mark.slow

@@ -36,7 +36,8 @@ def add_parser(commands, name):
                         help="no training: build the report from the runs finished so far")
     parser.add_argument("--stale-after", type=float, default=900.0, metavar="SECONDS",
                         help="a claim from another host not refreshed for this long is taken over (900)")
-    parser.add_argument("--on-bad-image", default="skip", choices=["skip", "error"])
+    parser.add_argument("--on-bad-image", default="skip", choices=["skip", "error"],
+                        help="as mamsf train's: skip and count a bad image (default), or stop")
     parser.add_argument("--verify", default="decode", choices=["decode", "header"],
                         help="check every image once before the first run by decoding it (default) or its header")
     parser.add_argument("--progress", default="none", choices=PROGRESS_CHOICES, help="Keras progress per run")

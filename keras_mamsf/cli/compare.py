@@ -26,7 +26,7 @@ def add_parser(commands, name):
 def run(args):
     from keras_mamsf.cli.errors import CommandError
     from keras_mamsf.evaluation import Predictions, compare_predictions
-    from keras_mamsf.evaluation.report import comparison_lines
+    from keras_mamsf.evaluation.report import comparison_lines, comparison_names
 
     if args.n_boot < 0:
         raise CommandError(f"--n-boot must be >= 0, got {args.n_boot}")
@@ -40,7 +40,8 @@ def run(args):
     if args.json:
         print(json.dumps(comparison, indent=2))
         return 0
-    print(f"A: {args.a}\nB: {args.b}")
+    name_a, name_b = comparison_names(comparison)
+    print(f"{name_a}: {args.a}\n{name_b}: {args.b}")
     print(f"{comparison['n_images']} images, {comparison['n_patients'] or 'unknown'} patients; 95% CIs from "
           f"{comparison['n_boot']} paired bootstrap resamples of {comparison['resampling']}s, "
           f"seed {comparison['seed']}")

@@ -100,12 +100,14 @@ def run(args):
         runs[anchor] = train(configs[anchor], root, os.path.join(args.out, "runs", anchor),
                              distribute=args.distribute, on_bad_image=args.on_bad_image,
                              verbose=0 if args.json else "epoch", log=say)
+    from keras_mamsf.data.synth import is_synthetic
     from keras_mamsf.evaluation import Predictions, compare_predictions
-    from keras_mamsf.evaluation.report import write_comparison
+    from keras_mamsf.evaluation.report import SYNTHETIC_WARNING, write_comparison
 
     predictions = {anchor: Predictions.load(runs[anchor]["paths"]["predictions"]) for anchor in anchors}
     comparison = compare_predictions(predictions[args.anchor], predictions[NONE.name], n_boot=1000, seed=args.seed)
-    comparison_paths = write_comparison(os.path.join(args.out, f"compare_{args.anchor}_vs_{NONE.name}"), comparison)
+    comparison_paths = write_comparison(os.path.join(args.out, f"compare_{args.anchor}_vs_{NONE.name}"), comparison,
+                                        note=SYNTHETIC_WARNING if is_synthetic(root) else None)
     exports = {}
     if not args.no_export:
         say(f"\n[{len(anchors) + 1}/{len(anchors) + 1}] exporting anchor={args.anchor} to int8 TFLite and ONNX "
@@ -171,6 +173,8 @@ def _print_summary(summary, runs, anchors, comparison, root):
         print(f"macro AUC, anchor={anchor}: {value_text(macro['auc'], macro['auc_ci'])} "
               f"over {macro['classes']} classes")
     print(comparison_lines(comparison, anchored, baseline)[-1] + "; one synthetic run, not evidence about real X-rays")
+    print("one seed on one machine cannot settle whether the anchor helps (the same code and seeds have given "
+          "opposite verdicts on two machines): repeat with --seed 1 and --seed 2, or run `mamsf ablate --seeds 3`")
     for name, entry in summary["exports"].items():
         change = "" if entry["macro_auc_change"] is None else f", macro AUC change {entry['macro_auc_change']:+.4f}"
         kept = "" if entry["status"] == "ok" or not entry["path"] else f"; kept as {os.path.basename(entry['path'])}"

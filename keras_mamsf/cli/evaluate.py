@@ -28,7 +28,9 @@ def add_parser(commands, name):
                         help="share of train_val patients held out as val (default: 0.1, as mamsf prepare)")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the val carve (default: 0)")
     parser.add_argument("--on-bad-image", default="error", choices=["error", "skip"],
-                        help="a listed image that is missing or not a PNG: stop, or skip it and count it")
+                        help="a listed image that is missing or not a PNG: stop (default: a test figure should "
+                        "count every test image), or skip it and count it in metrics.json. `mamsf train` skips by "
+                        "default instead: a bad training image costs one example, not the verdict")
     parser.add_argument("--thresholds-from", metavar="val|FILE.npz", default=None,
                         help="choose per-class thresholds on the val split (with --model) or on a predictions "
                         "file of validation data; written to thresholds.json (read by mamsf export --thresholds)")

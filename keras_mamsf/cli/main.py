@@ -38,11 +38,30 @@ def build_parser():
 
 
 def main(argv=None, prog=None):
-    """Run one command; `prog` names the caller in error lines (the export/to_*.py scripts)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one command; `prog` names the caller in error lines."""
+    args = build_parser().parse_args(argv)
     args.error_prefix = f"{prog}: error:" if prog else f"mamsf {args.command}: error:"
-    if argv is None and not args.verbose:  # the console command; in-process callers keep their stderr
+    return execute(args, console=argv is None)
+
+
+def export_script(format_name, argv=None):
+    """`python export/to_<format>.py MODEL.keras --out DIR [options]`: `mamsf export --format <format>` under the
+    script's own name (its usage line, its errors), quiet like the `mamsf` command."""
+    prog = f"export/to_{format_name}.py"
+    parser = argparse.ArgumentParser(prog=prog, description=f"Export a trained MAMSF model to {format_name} "
+                                     f"(the same as `mamsf export --format {format_name}`).")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's native log lines (hidden by default)")
+    export.add_arguments(parser, formats=False)
+    args = parser.parse_args(argv)
+    args.error_prefix = f"{prog}: error:"
+    args.run = lambda parsed: export.run(parsed, formats=format_name)
+    return execute(args, console=argv is None)
+
+
+def execute(args, console):
+    """Run a parsed command: a fixable error is one line on stderr and exit status 1. `console`: the process is
+    the command (not an in-process caller), so TensorFlow's native log lines are filtered unless --verbose."""
+    if console and not args.verbose:
         from keras_mamsf.cli.quiet import filter_native_logs
 
         filter_native_logs()

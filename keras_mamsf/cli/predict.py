@@ -61,7 +61,7 @@ def predict_files(model_path, paths, threads=None, dicom_window="auto", force=Fa
 def write_gradcams(model_path, paths, label, out_dir, dicom_window="auto", force=False):
     """Grad-CAM overlays `OUT/<image>_<label>.png` for `label` ("all": every class); returns the paths."""
     from keras_mamsf.data.images import load_image
-    from keras_mamsf.explain.grad_cam import class_index, grad_cam, overlay, write_png
+    from keras_mamsf.explain.grad_cam import class_index, grad_cam, overlay, with_colour_scale, write_png
     from keras_mamsf.inference.formats import KERAS, artifact_format
     from keras_mamsf.inference.model_card import model_card
     from keras_mamsf.models.io import load_model
@@ -80,7 +80,8 @@ def write_gradcams(model_path, paths, label, out_dir, dicom_window="auto", force
         stem = os.path.splitext(os.path.basename(path))[0]
         for name in chosen:
             heatmap = grad_cam(model, image, name, labels)
-            written.append(write_png(os.path.join(out_dir, f"{stem}_{name}.png"), overlay(image, heatmap)))
+            picture = with_colour_scale(overlay(image, heatmap))
+            written.append(write_png(os.path.join(out_dir, f"{stem}_{name}.png"), picture))
     return written
 
 

@@ -30,7 +30,9 @@ def add_parser(commands, name):
                         help="multi-device engine: mirrored / multiworker (TensorFlow), "
                         "data_parallel / multiworker (JAX)")
     parser.add_argument("--on-bad-image", default="skip", choices=["skip", "error"],
-                        help="an image that is missing or does not decode: skip it and count it (default), or stop")
+                        help="an image that is missing or does not decode: skip it and count it (default: a bad "
+                        "training image costs one example; the count is in summary.json and metrics.json), or stop. "
+                        "`mamsf evaluate` stops by default instead: a test figure should count every test image")
     parser.add_argument("--verify", default="decode", choices=["decode", "header"],
                         help="check every image before training by decoding it (default) or by its header only")
     parser.add_argument("--progress", default="auto", choices=PROGRESS_CHOICES,

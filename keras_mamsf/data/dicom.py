@@ -36,7 +36,6 @@ class DicomError(ImageError):
 
 def read_dicom(path, window="auto", force=False):
     """`path` -> float32 (H, W, 1) in 0..255 (see the module docstring)."""
-    import pydicom
     from pydicom.pixels import apply_modality_lut
 
     from keras_mamsf.data.dicom_codecs import register
@@ -44,10 +43,7 @@ def read_dicom(path, window="auto", force=False):
     if window not in WINDOWS:
         raise ValueError(f"DICOM window {window!r} is not one of {', '.join(WINDOWS)}")
     register()
-    try:
-        dataset = pydicom.dcmread(path)
-    except Exception as error:  # noqa: BLE001 - pydicom raises many types
-        raise DicomError(f"{path}: not a readable DICOM file ({_first_line(error)})") from None
+    dataset = _read(path)
     if not force:
         _refuse_unless_chest_radiograph(path, dataset)
     try:
@@ -73,13 +69,22 @@ def read_dicom(path, window="auto", force=False):
 
 def check_dicom_header(path):
     """The refusals of `read_dicom` from the header alone (nothing decoded)."""
+    _refuse_unless_chest_radiograph(path, _read(path, stop_before_pixels=True))
+
+
+def _read(path, **options):
+    """pydicom's dataset of `path`, or one line in our words (pydicom's own suggest its `force=True`,
+    which is not `mamsf predict --force`)."""
     import pydicom
+    from pydicom.errors import InvalidDicomError
 
     try:
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        return pydicom.dcmread(path, **options)
+    except InvalidDicomError:
+        raise DicomError(f"{path}: not a DICOM file (no DICOM header: no 'DICM' prefix, no file meta information); "
+                         "export it from the PACS as DICOM Part 10, or convert it to PNG") from None
     except Exception as error:  # noqa: BLE001 - pydicom raises many types
         raise DicomError(f"{path}: not a readable DICOM file ({_first_line(error)})") from None
-    _refuse_unless_chest_radiograph(path, dataset)
 
 
 def equalize(values):

@@ -32,6 +32,12 @@ CSV_HEADER = (
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
 SYNTHETIC_NOTE = "SYNTHETIC ChestX-ray14-layout data written by `mamsf synth` (drawn images, not chest X-rays)"
+MARKER_NAME = "SYNTHETIC.txt"
+
+
+def is_synthetic(root):
+    """Whether `root` was written by `write_synthetic` (it leaves `SYNTHETIC.txt`): reports then say so."""
+    return os.path.isfile(os.path.join(os.fspath(root), MARKER_NAME))
 # Findings that tend to appear together (the real data's strongest pairs), as (a, b, P(b | a) boost).
 CO_OCCURRENCE = (("Effusion", "Atelectasis", 0.25), ("Infiltration", "Effusion", 0.15),
                  ("Pneumonia", "Infiltration", 0.35), ("Edema", "Effusion", 0.3), ("Mass", "Nodule", 0.15),
@@ -183,7 +189,7 @@ def write_synthetic(root, images=512, size=128, seed=0, test_fraction=0.23, cont
     train_val = [n for n, p in zip(names, patients) if p not in test_patients]
     write_text_atomic(os.path.join(root, LIST_NAMES["train_val"]), "\n".join(train_val) + "\n")
     write_text_atomic(os.path.join(root, LIST_NAMES["test"]), "\n".join(test) + "\n")
-    write_text_atomic(os.path.join(root, "SYNTHETIC.txt"),
+    write_text_atomic(os.path.join(root, MARKER_NAME),
                       SYNTHETIC_NOTE + f"; seed {seed}, {images} images, {size} px, finding contrast {contrast:g}\n")
     return {
         "data": SYNTHETIC_NOTE,

@@ -196,6 +196,7 @@ def compare_predictions(a, b, n_boot=bootstrap.N_BOOT, seed=0):
             "p_holm": adjusted[c],
             "auc_a": None if test is None else test["auc_a"],
             "auc_b": None if test is None else test["auc_b"],
+            "positives": int(a.y_true[:, c].sum()),
             "scorable": test is not None,
         }
     macro_samples = _macro(deltas, scorable) if len(deltas) else np.zeros(0)

@@ -122,24 +122,30 @@ def delta_forest(comparison):
 
 def line_panels(panels, title, xlabel, ylabel):
     """Small multiples: `panels = {panel title: {series name: [(x, y), ...]}}`, one line per series
-    (a series name containing "anchor" is dashed); y None is a gap."""
+    (a series name containing "anchor" is dashed); y None is a gap. A series keeps its colour in every
+    panel, and one legend below the panels names them all."""
     _pyplot()  # the non-interactive backend, before the first figure
     figure, axes = _grid(len(panels))
+    names = list(dict.fromkeys(label for series in panels.values() for label in series))
+    colours = {label: f"C{index % 10}" for index, label in enumerate(names)}
+    handles = {}
     for axis, (name, series) in zip(axes, panels.items()):
-        for k, (label, points) in enumerate(series.items()):
+        for label, points in series.items():
             xs = [x for x, _ in points]
             ys = [np.nan if y is None else y for _, y in points]
-            axis.plot(xs, ys, marker="o", ms=3, lw=1.2, ls="--" if "anchor" in label else "-", label=label,
-                      color=f"C{k // 2 if len(series) > 2 else k}")
+            (handles[label],) = axis.plot(xs, ys, marker="o", ms=3, lw=1.2, ls="--" if "anchor" in label else "-",
+                                          label=label, color=colours[label])
         axis.set_title(name, fontsize=9)
         axis.set_xlabel(xlabel, fontsize=8)
         axis.set_ylabel(ylabel, fontsize=8)
         axis.tick_params(labelsize=7)
-    first = next(iter(axes), None)
-    if first is not None:
-        first.legend(fontsize=7)
+    legend_rows = (len(names) - 1) // 4 + 1 if handles else 0
+    if handles:
+        figure.legend([handles[label] for label in names], names, loc="lower center", ncol=min(len(names), 4),
+                      fontsize=7, frameon=False)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    inch = 1.0 / figure.get_figheight()  # room for the legend rows below the panels
+    figure.tight_layout(rect=(0, min(0.4, 0.25 * inch * legend_rows + 0.1 * inch * bool(handles)), 1, 0.97))
     return _png(figure)
 
 

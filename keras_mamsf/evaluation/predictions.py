@@ -113,7 +113,10 @@ class Predictions:
         except FileNotFoundError:
             raise PredictionsError(f"{path}: no such predictions file") from None
         except (ValueError, OSError) as error:
-            raise PredictionsError(f"{path}: not a readable NPZ of arrays ({str(error).splitlines()[0]})") from None
+            # NumPy's own words invite loading pickled data unsafely: ours say what the file should be.
+            reason = "it holds Python objects, not arrays" if "pickle" in str(error) else str(error).splitlines()[0]
+            raise PredictionsError(f"{path}: not a predictions file (an NPZ of arrays y_true, y_score, ...; "
+                                   f"{reason})") from None
         missing = [name for name in ("y_true", "y_score") if name not in arrays]
         if missing:
             raise PredictionsError(f"{path}: no {' / '.join(missing)} array "

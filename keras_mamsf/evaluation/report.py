@@ -42,15 +42,16 @@ def write_evaluation(out_dir, predictions, metrics):
     return paths
 
 
-def write_comparison(out_dir, comparison):
-    """Writes compare.json, delta_forest.png, compare.md and compare.html into `out_dir`."""
+def write_comparison(out_dir, comparison, note=None):
+    """Writes compare.json, delta_forest.png, compare.md and compare.html into `out_dir`; `note` (e.g. that
+    the data are synthetic) heads the page."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, "compare.json"),
              "delta_forest.png": os.path.join(out_dir, "delta_forest.png")}
     write_json_atomic(paths["json"], comparison)
     image = plots.delta_forest(comparison)
     write_bytes_atomic(paths["delta_forest.png"], image)
-    blocks = comparison_blocks(comparison, {"delta_forest.png": image})
+    blocks = comparison_blocks(comparison, {"delta_forest.png": image}, note)
     paths["compare.md"] = os.path.join(out_dir, "compare.md")
     paths["compare.html"] = os.path.join(out_dir, "compare.html")
     write_text_atomic(paths["compare.md"], to_markdown(blocks))
@@ -65,14 +66,34 @@ def resampling_sentence(result):
             f"{what}, seed {result['seed']}.")
 
 
+def _fact(key, value):
+    """One row of a report's facts table, in words (a skipped-images record is not a Python dict)."""
+    if key == "skipped_images" and isinstance(value, dict):
+        if not value.get("count"):
+            return [key, "none"]
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in (value.get("reasons") or {}).items())
+        first = ", ".join(value.get("first") or [])
+        return [key, f"{value['count']} ({reasons}); first: {first}" if first else f"{value['count']} ({reasons})"]
+    if key == "synthetic":
+        return [key, "yes: drawn by mamsf synth, not chest X-rays" if value else "no"]
+    return [key, str(value)]
+
+
+SYNTHETIC_WARNING = ("SYNTHETIC DATA: these images were drawn by `mamsf synth` (findings painted in); the figures "
+                     "test the software, and say nothing about real chest X-rays.")
+
+
 def evaluation_blocks(metrics, images):
     source = metrics["source"]
     facts = [("images", metrics["n_images"]), ("patients", metrics["n_patients"] if metrics["n_patients"] is not None
                                                else "unknown (no patient ids)")]
     facts += [(key, value) for key, value in source.items()]
     facts += [("resampling", metrics["resampling"]), ("n_boot", metrics["n_boot"]), ("seed", metrics["seed"])]
-    blocks = [("h1", "Evaluation"), ("table", ["", ""], [[key, str(value)] for key, value in facts]),
-              ("p", resampling_sentence(metrics))]
+    synthetic = bool(source.get("synthetic"))
+    blocks = [("h1", "Evaluation on synthetic data" if synthetic else "Evaluation")]
+    if synthetic:
+        blocks.append(("p", SYNTHETIC_WARNING))
+    blocks += [("table", None, [_fact(key, value) for key, value in facts]), ("p", resampling_sentence(metrics))]
     macro, micro = metrics["macro"], metrics["micro"]
     blocks.append(("p", f"Macro AUC over {macro['classes']} scorable classes: "
                         f"{value_text(macro['auc'], macro['auc_ci'])}; "
@@ -125,41 +146,70 @@ def _threshold_blocks(report):
                             "negative in the validation set): thresholds.json gives them 0.5."))
     rows = []
     for label, rules in report["per_class"].items():
+        by_threshold = {}  # rules that chose the same threshold share one row
         for rule, entry in rules.items():
+            by_threshold.setdefault(round(entry["threshold"], 6), (entry, []))[1].append(rule)
+        for entry, names in by_threshold.values():
             figures = [value_text(entry[m]["value"], entry[m]["ci"])
                        for m in ("sensitivity", "specificity", "ppv", "npv")]
-            rows.append([label, rule, f"{entry['threshold']:.4f}"] + figures)
-    return blocks + [("table", ["class", "rule", "threshold", "sensitivity", "specificity", "PPV", "NPV"], rows)]
+            rows.append([label, " = ".join(names), f"{entry['threshold']:.4f}"] + figures)
+    return blocks + [("p", "One row per class and threshold; rules that chose the same threshold share it."),
+                     ("table", ["class", "rule", "threshold", "sensitivity", "specificity", "PPV", "NPV"], rows)]
 
 
-def comparison_blocks(comparison, images):
+def short_name(source):
+    """What to call a compared model: its run folder's name for a run's `predictions.npz`, else the file's
+    name without `.npz` (`runs/branch/predictions.npz` -> "branch")."""
+    path = str(source).split(" on ")[0].rstrip("/\\")
+    folder, name = os.path.split(path)
+    if name in ("predictions.npz", "best.keras", "final.keras") and os.path.basename(folder):
+        return os.path.basename(folder)
+    return name[:-4] if name.endswith(".npz") else name or str(source)
+
+
+def comparison_blocks(comparison, images, note=None):
     macro = comparison["macro"]
-    blocks = [("h1", "Paired comparison: A minus B"),
-              ("table", ["", ""], [["A", comparison["a"]], ["B", comparison["b"]],
-                                   ["images", str(comparison["n_images"])], ["patients", str(comparison["n_patients"])],
-                                   ["resampling", comparison["resampling"]], ["n_boot", str(comparison["n_boot"])],
-                                   ["seed", str(comparison["seed"])]]),
-              ("p", resampling_sentence(comparison) + " p-values: DeLong's test per class (two-sided), Holm-adjusted "
-                    "over the scorable classes; the macro p-value from the paired bootstrap."),
-              ("p", f"Macro delta AUC over {macro['classes']} classes: "
-                    f"{value_text(macro['delta_auc'], macro['ci'], 4)}, p = {macro['p_value']:.4g}.")]
-    rows = [[label, value_text(e["auc_a"], None), value_text(e["auc_b"], None), value_text(e["delta_auc"], e["ci"], 4),
-             _p(e["p_value"]), _p(e["p_holm"])] for label, e in comparison["per_class"].items()]
-    blocks += [("table", ["class", "AUC A", "AUC B", "delta AUC [95% CI]", "p (DeLong)", "p (Holm)"], rows),
-               ("img", "delta_forest.png", "Per-class delta AUC", images["delta_forest.png"])]
+    name_a, name_b = comparison_names(comparison)
+    blocks = [("h1", f"Paired comparison: {name_a} minus {name_b}")]
+    if note:
+        blocks.append(("p", note))
+    blocks += [("table", None, [[name_a, comparison["a"]], [name_b, comparison["b"]],
+                                ["images", str(comparison["n_images"])], ["patients", str(comparison["n_patients"])],
+                                ["resampling", comparison["resampling"]], ["n_boot", str(comparison["n_boot"])],
+                                ["seed", str(comparison["seed"])]]),
+               ("p", resampling_sentence(comparison) + " p-values: DeLong's test per class (two-sided), "
+                     "Holm-adjusted over the scorable classes; the macro p-value from the paired bootstrap."),
+               ("p", f"Macro delta AUC ({name_a} minus {name_b}) over {macro['classes']} classes: "
+                     f"{value_text(macro['delta_auc'], macro['ci'], 4)}, p = {macro['p_value']:.4g}.")]
+    rows = [[label, str(e.get("positives", "")), value_text(e["auc_a"], None), value_text(e["auc_b"], None),
+             value_text(e["delta_auc"], e["ci"], 4), _p(e["p_value"]), _p(e["p_holm"])]
+            for label, e in comparison["per_class"].items()]
+    header = ["class", "positives", f"AUC {name_a}", f"AUC {name_b}", "delta AUC [95% CI]", "p (DeLong)", "p (Holm)"]
+    blocks += [("table", header, rows),
+               ("img", "delta_forest.png", f"Per-class delta AUC, {name_a} minus {name_b}", images["delta_forest.png"])]
     return blocks
 
 
-def comparison_lines(comparison, name_a="A", name_b="B"):
-    """The per-class table of a comparison for the terminal (`mamsf compare`, `mamsf demo`)."""
+def comparison_names(comparison):
+    """Two distinct short names for the compared models ("A"/"B" only when their names are the same)."""
+    name_a, name_b = short_name(comparison["a"]), short_name(comparison["b"])
+    return (name_a, name_b) if name_a != name_b else ("A", "B")
+
+
+def comparison_lines(comparison, name_a=None, name_b=None):
+    """The per-class table of a comparison for the terminal (`mamsf compare`, `mamsf demo`); the models'
+    names default to `comparison_names`."""
+    if name_a is None or name_b is None:
+        name_a, name_b = comparison_names(comparison)
     difference = f"{name_a} - {name_b} [95% CI]"
-    lines = [f"  {'class':<20} {'AUC ' + name_a:>12} {'AUC ' + name_b:>12}  {difference:<30} "
+    lines = [f"  {'class':<20} {'pos':>5} {'AUC ' + name_a:>12} {'AUC ' + name_b:>12}  {difference:<30} "
              f"{'p (DeLong)':>10} {'p (Holm)':>9}"]
     for label, entry in comparison["per_class"].items():
+        positives = entry.get("positives", "")
         if not entry["scorable"]:
-            lines.append(f"  {label:<20} not scorable (no positive or no negative)")
+            lines.append(f"  {label:<20} {positives:>5} not scorable (no positive or no negative)")
             continue
-        lines.append(f"  {label:<20} {entry['auc_a']:>12.4f} {entry['auc_b']:>12.4f}  "
+        lines.append(f"  {label:<20} {positives:>5} {entry['auc_a']:>12.4f} {entry['auc_b']:>12.4f}  "
                      f"{value_text(entry['delta_auc'], entry['ci'], 4):<30} {entry['p_value']:>10.4g} "
                      f"{entry['p_holm']:>9.4g}")
     macro = comparison["macro"]
@@ -182,7 +232,7 @@ def to_markdown(blocks):
         elif kind == "p":
             lines += [block[1], ""]
         elif kind == "table":
-            header, rows = block[1], block[2]
+            header, rows = block[1] or ["", ""], block[2]  # Markdown needs a header row; HTML goes without
             lines.append("| " + " | ".join(header) + " |")
             lines.append("|" + "---|" * len(header))
             lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -204,10 +254,11 @@ def to_html(blocks, title):
         elif kind == "p":
             parts.append(f"<p>{html.escape(block[1])}</p>")
         elif kind == "table":
-            header = "".join(f"<th>{html.escape(cell)}</th>" for cell in block[1])
+            heads = "".join(f"<th>{html.escape(cell)}</th>" for cell in block[1] or [])
+            header = f"<tr>{heads}</tr>" if heads else ""
             cells = ("".join(f"<td>{html.escape(cell)}</td>" for cell in row) for row in block[2])
             rows = "".join(f"<tr>{row}</tr>" for row in cells)
-            parts.append(f"<table><tr>{header}</tr>{rows}</table>")
+            parts.append(f"<table>{header}{rows}</table>")
         elif kind == "img":
             data = base64.b64encode(block[3]).decode("ascii")
             parts.append(f"<figure><img alt='{html.escape(block[2])}' src='data:image/png;base64,{data}'>"

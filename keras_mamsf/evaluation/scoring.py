@@ -53,9 +53,12 @@ def split_source(model_path, data_root, split, split_method, val_fraction, split
     from keras_mamsf.utils.digest import sha256_of
 
     skipped = {} if index is None else dict(index.skipped)
+    from keras_mamsf.data.synth import is_synthetic
+
     return {"model": os.path.abspath(model_path),
             "model_sha256": sha256_of(model_path) if os.path.isfile(model_path) else None,
-            "data": os.path.abspath(data_root), "split": split, "split_method": split_method,
+            "data": os.path.abspath(data_root), "synthetic": is_synthetic(data_root), "split": split,
+            "split_method": split_method,
             "val_fraction": val_fraction, "split_seed": split_seed, **details,
             "skipped_images": {"count": sum(skipped.values()), "reasons": skipped,
                                "first": [] if index is None else index.skipped_names[:10]}}

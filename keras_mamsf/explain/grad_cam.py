@@ -69,7 +69,8 @@ def grad_cam(model, image, label, labels=None):
 
 
 def overlay(image, heatmap, alpha=0.45):
-    """The X-ray in gray with the heatmap over it ("jet" colours), as RGB uint8 (H, W, 3)."""
+    """The X-ray in gray with the heatmap over it ("jet" colours), as RGB uint8 (H, W, 3); `with_colour_scale`
+    adds the scale (what `mamsf predict --gradcam` writes)."""
     from matplotlib import colormaps
 
     image = np.asarray(image, dtype="float32")
@@ -80,6 +81,29 @@ def overlay(image, heatmap, alpha=0.45):
     weight = alpha * np.asarray(heatmap, dtype="float32")[..., None]
     blended = (1 - weight) * gray[..., None] + weight * colour
     return (np.clip(blended, 0, 1) * 255).round().astype("uint8")
+
+
+def with_colour_scale(rgb):
+    """`rgb` (an `overlay`) with its colour scale beside it: a "jet" bar from the heatmap's maximum (top,
+    red: where the class's evidence is strongest, 1.0 relative to the image's own peak) to 0 (bottom,
+    blue), labelled "1" and "0" when the image is tall enough to read them."""
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
+    height, width = rgb.shape[:2]
+    bar_width, gap = max(4, width // 16), max(2, width // 32)
+    label_width = 14 if height >= 64 else 0
+    ramp = np.linspace(1.0, 0.0, height, dtype="float32")[:, None].repeat(bar_width, axis=1)
+    bar = (colormaps["jet"](ramp)[..., :3] * 255).round().astype("uint8")
+    canvas = np.full((height, width + gap + bar_width + label_width, 3), 255, "uint8")
+    canvas[:, :width] = rgb
+    canvas[:, width + gap:width + gap + bar_width] = bar
+    image = Image.fromarray(canvas)
+    if label_width:
+        draw = ImageDraw.Draw(image)
+        draw.text((width + gap + bar_width + 3, 0), "1", fill=(0, 0, 0))
+        draw.text((width + gap + bar_width + 3, height - 11), "0", fill=(0, 0, 0))
+    return np.asarray(image)
 
 
 def write_png(path, rgb):

@@ -34,12 +34,15 @@ def select_images(labels, count, seed=0):
 def load_images(root, split, image_size, channels=3, count=300, seed=0):
     """`(images float32 (N, S, S, channels) 0..255, labels (N, 14), source)` from `root`'s `split`."""
     source = open_root(root)
-    chosen = select_images(source.labels(split, image_size), count, seed)
+    split_labels = source.labels(split, image_size)
+    chosen = select_images(split_labels, count, seed)
     unique = np.unique(chosen)
     images, labels = _collect(source.dataset(split, image_size, 64, channels=channels, indices=unique))
     position = {int(v): k for k, v in enumerate(unique)}
     order = [position[int(i)] for i in chosen]
-    return images[order], labels[order], f"{root} ({source.describe(split, image_size)})"
+    repeated = "; rare classes' positives repeated" if len(unique) < len(chosen) else ""
+    return images[order], labels[order], (f"{root} ({source.describe(split, image_size)}: {len(unique)} distinct of "
+                                          f"its {len(split_labels)} images{repeated})")
 
 
 def _collect(dataset):

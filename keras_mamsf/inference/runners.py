@@ -72,7 +72,11 @@ class LiteRTRunner:
     def __init__(self, path, num_threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        try:
+            self.interpreter = Interpreter(model_path=path, num_threads=num_threads)
+        except ValueError as error:  # LiteRT's words name no file ("not a valid Flatbuffer buffer")
+            raise ValueError(f"{path}: not a readable TFLite model ({str(error).splitlines()[0]}); "
+                             "is the file complete? export it again") from None
         signatures = self.interpreter.get_signature_list()
         if SIGNATURE not in signatures:
             raise ValueError(f"{path}: no {SIGNATURE!r} signature; it has {', '.join(signatures) or 'none'}")
@@ -118,7 +122,12 @@ class OnnxRunner:
         options = ort.SessionOptions()
         if num_threads:
             options.intra_op_num_threads = int(num_threads)
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - onnxruntime's own exception types (InvalidProtobuf, ...)
+            reason = str(error).split(" : ")[-1].splitlines()[0][:160]
+            raise ValueError(f"{path}: not a readable ONNX model ({reason}); is the file complete? export it "
+                             "again") from None
         inputs = self.session.get_inputs()
         if [i.name for i in inputs] != [INPUT_NAME]:
             raise ValueError(f"{path}: expected exactly one input named {INPUT_NAME!r}, got {[i.name for i in inputs]}")
