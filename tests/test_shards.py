@@ -102,6 +102,10 @@ def test_export_calibration_reads_shards_like_pngs(prepared):
     train_labels = np.stack([r.labels for r in records])
     chosen = select_images(train_labels, 12, seed=4)
     np.testing.assert_array_equal(png_labels, train_labels[chosen])
+    # The source line (export's "calibration: ..." and "parity: ..." log lines) gives the distinct images too.
+    distinct = len(np.unique(chosen))
+    assert f"{distinct} distinct of its {len(records)} images" in png_source, png_source
+    assert ("rare classes' positives repeated" in png_source) == (distinct < len(chosen))
     assert from_shards.shape == from_pngs.shape == (12, 32, 32, 1)
     # TFDS stores the split in its own order, so other images may be picked; the sample still covers
     # classes in label order (quota 1 each here, up to 12 classes) and its labels are rows of the split.
