@@ -109,7 +109,8 @@ def test_the_floor_test_sees_a_wrong_import(tmp_path, monkeypatch):
 CONCEPTS = {
     "anchor modes": ({"branch", "shadow", "inplace"}, "keras_mamsf/anchor/modes.py", set()),
     "export formats": ({"savedmodel", "tflite", "onnx"}, "keras_mamsf/inference/formats.py",
-                       {("keras_mamsf/export/manifest.py", "onnx")}),  # a package name for its version
+                       # package names: for the manifest's versions, and the install that lacks them
+                       {("keras_mamsf/export/manifest.py", "onnx"), ("keras_mamsf/utils/install.py", "onnx")}),
     "losses": ({"bce", "weighted_bce", "focal", "asl"}, "keras_mamsf/losses/__init__.py",
                {("keras_mamsf/cli/demo.py", "bce")}),  # the demo's recipe, a config value like a TOML file's
 }

@@ -153,3 +153,38 @@ def test_expected_calibration_error_by_its_definition():
     assert expected_calibration_error(y, score * 3) is None  # not probabilities
     calibrated = (rng.random(200000) < (s := rng.random(200000))).astype(int)
     assert expected_calibration_error(calibrated, s) < 0.01
+
+
+def test_the_guaranteed_threshold_holds_its_sensitivity_where_the_plain_rule_falls_short():
+    """Issue 25, acceptance 1: binormal scores (negatives N(0, 1), positives N(1.5, 1)); over 1,000
+    simulated validation sets of 60 positives, the population sensitivity at the guaranteed threshold
+    (computed exactly from the known distribution) is >= 0.90 in at least 95% of them; at the plain rule's
+    threshold it falls short in roughly half."""
+    from scipy.stats import norm
+
+    from keras_mamsf.stats.thresholds import (
+        choose_threshold,
+        guaranteed_threshold,
+        positives_needed,
+        sensitivity_lower_bound,
+    )
+
+    rng = np.random.default_rng(0)
+    target, delta, shift = 0.90, 0.05, 1.5
+    held, short = [], []
+    for _ in range(1000):
+        y = np.r_[np.ones(60), np.zeros(200)]
+        score = np.r_[rng.normal(shift, 1.0, 60), rng.normal(0.0, 1.0, 200)]
+        threshold, info = guaranteed_threshold(y, score, target, delta)
+        assert info["bound"] >= target and info["positives"] == 60
+        held.append(norm.sf(threshold - shift) >= target)
+        plain = choose_threshold(y, score, "sensitivity", target)
+        short.append(norm.sf(plain - shift) < target)
+    assert np.mean(held) >= 1 - delta, np.mean(held)
+    assert 0.3 <= np.mean(short) <= 0.7, np.mean(short)
+    # Too few positives for the guarantee: no threshold, and how many would do.
+    assert positives_needed(0.90, 0.05) == 29
+    assert sensitivity_lower_bound(29, 29, 0.05) >= 0.90 > sensitivity_lower_bound(28, 28, 0.05)
+    y = np.r_[np.ones(28), np.zeros(50)]
+    threshold, info = guaranteed_threshold(y, rng.normal(size=78), 0.90, 0.05)
+    assert threshold is None and info == {"positives": 28, "needed": 29, "caught": None, "bound": None}

@@ -29,7 +29,7 @@ def _loudly(check):
 def test_keras_requirement_has_the_checked_upper_bound():
     config = configparser.ConfigParser()
     config.read(os.path.join(ROOT, "setup.cfg"))
-    requirement = next(line.strip() for line in config["options"]["install_requires"].splitlines()
+    requirement = next(line.strip() for line in config["options.extras_require"]["train"].splitlines()
                        if line.strip().startswith("keras"))
     assert requirement.endswith(f",<{keras_internals.KERAS_BELOW}"), requirement
     assert _version(keras.__version__) < _version(keras_internals.KERAS_BELOW), (

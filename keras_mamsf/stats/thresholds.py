@@ -55,6 +55,46 @@ def choose_thresholds(y_true, y_score, labels, min_sensitivity=MIN_SENSITIVITY):
             for rule in RULES}
 
 
+def positives_needed(sensitivity=MIN_SENSITIVITY, delta=0.05):
+    """The fewest validation positives with which `guaranteed_threshold` can guarantee `sensitivity` at
+    confidence 1 - `delta` (all of them caught: the bound is delta ** (1 / n)); 29 for 0.90 at 0.05."""
+    return int(np.ceil(np.log(delta) / np.log(sensitivity) - 1e-12))
+
+
+def sensitivity_lower_bound(caught, positives, delta=0.05):
+    """One-sided (1 - `delta`) Clopper-Pearson lower bound of a sensitivity seen as `caught` of `positives`."""
+    from scipy.stats import beta
+
+    return 0.0 if caught == 0 else float(beta.ppf(delta, caught, positives - caught + 1))
+
+
+def guaranteed_threshold(y, score, sensitivity=MIN_SENSITIVITY, delta=0.05):
+    """The highest threshold whose one-sided (1 - `delta`) Clopper-Pearson lower bound of sensitivity on the
+    validation positives is at least `sensitivity`, and what it rests on.
+
+    Distribution-free ("learn then test", Angelopoulos et al. 2021): with probability >= 1 - delta over the
+    draw of the validation positives, the population sensitivity at the returned threshold is >= S. The
+    plain rule (sensitivity >= S on validation) is a point estimate and falls short about half the time.
+
+    Returns `(threshold or None, {"positives", "needed", "caught", "bound"})`: None when the class has fewer
+    positives than `positives_needed(sensitivity, delta)` (it cannot be screened at that guarantee).
+    """
+    y = np.asarray(y).astype(bool)
+    positives = np.sort(np.asarray(score, dtype="float64")[y])[::-1]
+    needed = positives_needed(sensitivity, delta)
+    info = {"positives": int(len(positives)), "needed": needed, "caught": None, "bound": None}
+    if len(positives) < needed:
+        return None, info
+    for caught in range(1, len(positives) + 1):  # the fewest caught whose bound reaches S: the highest cut
+        bound = sensitivity_lower_bound(caught, len(positives), delta)
+        if bound >= sensitivity:
+            threshold = positives[caught - 1]
+            caught_at = int((positives >= threshold).sum())  # ties at the cut are caught too
+            info.update(caught=caught_at, bound=sensitivity_lower_bound(caught_at, len(positives), delta))
+            return float(threshold), info
+    return None, info
+
+
 def file_thresholds(chosen, labels, default=0.5):
     """`{label: t}` for thresholds.json: every label gets a value strictly inside (0, 1) (what
     `mamsf export --thresholds` accepts); a class without a chosen threshold gets `default`."""
