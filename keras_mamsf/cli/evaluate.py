@@ -153,11 +153,16 @@ def print_summary(metrics, paths):
     header = f"  {'class':<20} {'pos':>5}  {'AUC [95% CI]':<24} {'AP [95% CI]':<24}"
     print(header + ("  AUC change vs baseline [95% CI], p" if change else ""))
     for label, entry in metrics["per_class"].items():
-        line = f"  {label:<20} {entry['positives']:>5}  {value_text(entry['auc'], entry['auc_ci']):<24} " \
-               f"{value_text(entry['ap'], entry['ap_ci']):<24}"
+        if entry.get("interval"):  # too few positives: point figures only, said once
+            line = f"  {label:<20} {entry['positives']:>5}  AUC {value_text(entry['auc'], None)}, " \
+                   f"AP {value_text(entry['ap'], None)}: {entry['interval']}"
+        else:
+            line = f"  {label:<20} {entry['positives']:>5}  {value_text(entry['auc'], entry['auc_ci']):<24} " \
+                   f"{value_text(entry['ap'], entry['ap_ci']):<24}"
         if change and change["per_class"][label]["scorable"]:
             delta = change["per_class"][label]
-            line += f"  {value_text(delta['delta_auc'], delta['ci'], 4)}, p={delta['p_value']:.3g}"
+            line += (f"  {delta['delta_auc']:+.4f}, no p-value" if delta["p_value"] is None else
+                     f"  {value_text(delta['delta_auc'], delta['ci'], 4)}, p={delta['p_value']:.3g}")
         print(line)
     macro = metrics["macro"]
     print(f"macro AUC over {macro['classes']} scorable classes: {value_text(macro['auc'], macro['auc_ci'])}; "

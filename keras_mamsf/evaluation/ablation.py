@@ -119,7 +119,8 @@ def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
                 "delta_auc": comparison["macro"]["delta_auc"], "ci": comparison["macro"]["ci"],
                 "p_value": comparison["macro"]["p_value"],
                 "per_class": {label: {"delta_auc": e["delta_auc"], "ci": e["ci"], "p_delong": e["p_value"],
-                                      "p_holm": e["p_holm"]} for label, e in comparison["per_class"].items()},
+                                      "p_holm": e["p_holm"], "interval": e.get("interval")}
+                              for label, e in comparison["per_class"].items()},
                 "predictions": os.path.join("cells", cell.name, "predictions.npz"),
             }
         table[cell.name] = entry
@@ -245,6 +246,8 @@ def ablation_blocks(result, images):
 def _delta_p(entry):
     if entry["delta_auc"] is None:
         return "n/a"
+    if entry["p_delong"] is None:
+        return f"{entry['delta_auc']:+.4f} ({entry.get('interval') or 'no test'})"
     return f"{entry['delta_auc']:+.4f} (p {entry['p_delong']:.3g}, Holm {entry['p_holm']:.3g})"
 
 

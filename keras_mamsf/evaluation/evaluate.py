@@ -3,7 +3,7 @@
 Both return plain JSON-ready dicts in the shapes `metrics.json` and `compare --json` promise:
 
     metrics = evaluate_predictions(predictions, n_boot=2000, seed=0, validation=val_predictions)
-    metrics["per_class"]["Effusion"]["auc_ci"]        # [lo, hi], 95% percentile bootstrap
+    metrics["per_class"]["Effusion"]["auc_ci"]        # [lo, hi], 95%, logit-normal from the bootstrap
     delta = compare_predictions(anchored, baseline)   # anchored minus baseline, paired
     delta["per_class"]["Hernia"]["p_holm"]
 
@@ -11,7 +11,9 @@ Point estimates use every image once; intervals come from `n_boot` resamples of 
 a patient's images together) when the predictions carry patient ids, of images otherwise
 (`"resampling"` says which). Classes with no positive or no negative are "not scorable": listed,
 and left out of the macro means. A resample that happens to leave a class without positives
-scores that class as undefined and the macro mean of that resample averages the rest.
+scores that class as undefined and the macro mean of that resample averages the rest. A class with
+fewer than `MIN_POSITIVES` positives keeps its point figures but gets no interval and no p-value (and
+no Holm entry); its `interval` field says so, and so does every report.
 """
 
 import warnings
@@ -21,6 +23,20 @@ import numpy as np
 from keras_mamsf.evaluation.predictions import PredictionsError, check_same_images
 from keras_mamsf.stats import bootstrap, calibration, delong, thresholds
 from keras_mamsf.stats.ranking import RankedScores, is_scorable
+
+# Below this many positives a class gets its point figures but no interval, no p-value and no Holm entry:
+# with a handful of positives, which few were drawn decides everything (the demo's Hernia, 1 test
+# positive, got "0.978 [0.958, 0.996]" and p = 5e-17: the spread of the negatives alone), and the
+# per-class AUC interval reaches its nominal coverage from about 10 positives (simulated; see
+# `bootstrap.logit_interval`).
+MIN_POSITIVES = 10
+
+
+def too_few_positives(positives):
+    """The words every report prints in place of an interval or a p-value, or None when there are enough."""
+    if positives >= MIN_POSITIVES:
+        return None
+    return f"too few positives for an interval ({positives} < {MIN_POSITIVES})"
 
 
 def _ranked(predictions, cluster, clusters):
@@ -111,11 +127,15 @@ def evaluate_predictions(predictions, n_boot=bootstrap.N_BOOT, seed=0, validatio
 
     per_class = {}
     for c, label in enumerate(labels):
-        auc, auc_ci = _figure(point_auc[0, c], samples["auc"][:, c])
+        auc, _ = _figure(point_auc[0, c], samples["auc"][:, c])
         ap, ap_ci = _figure(point_ap[0, c], samples["ap"][:, c])
+        positives = int(y[:, c].sum())
+        interval = scorable[c] and too_few_positives(positives) is None
         per_class[label] = {
-            "auc": auc, "auc_ci": auc_ci if scorable[c] else None, "ap": ap, "ap_ci": ap_ci if scorable[c] else None,
-            "positives": int(y[:, c].sum()), "negatives": int(len(y) - y[:, c].sum()), "scorable": bool(scorable[c]),
+            "auc": auc, "auc_ci": bootstrap.logit_interval(auc, samples["auc"][:, c]) if interval else None,
+            "ap": ap, "ap_ci": ap_ci if interval else None,
+            "positives": positives, "negatives": int(len(y) - y[:, c].sum()), "scorable": bool(scorable[c]),
+            "interval": None if not scorable[c] else too_few_positives(positives),
             "ece": calibration.expected_calibration_error(y[:, c], score[:, c]),
         }
     macro_auc, macro_auc_ci = _figure(_macro(point_auc, scorable)[0], _macro(samples["auc"], scorable))
@@ -126,10 +146,11 @@ def evaluate_predictions(predictions, n_boot=bootstrap.N_BOOT, seed=0, validatio
         "per_class": per_class,
         "macro": {"auc": macro_auc, "auc_ci": macro_auc_ci, "ap": macro_ap, "ap_ci": macro_ap_ci,
                   "classes": int(scorable.sum()),
+                  "included": [label for label, ok in zip(labels, scorable) if ok],
                   "not_scorable": [label for label, ok in zip(labels, scorable) if not ok]},
         "micro": {"auc": micro_auc, "auc_ci": micro_auc_ci, "ap": micro_ap, "ap_ci": micro_ap_ci},
         "thresholds": _threshold_report(chosen, points, tallies, samples["tallies"], labels, threshold_rule,
-                                        min_sensitivity, validation),
+                                        min_sensitivity, validation, y.sum(axis=0).astype(int)),
         "calibration": {"bins": calibration.BINS, "probabilities": calibration.is_probability(score),
                         "micro_ece": calibration.expected_calibration_error(y, score)},
         "n_images": predictions.n_images,
@@ -142,7 +163,7 @@ def evaluate_predictions(predictions, n_boot=bootstrap.N_BOOT, seed=0, validatio
     }
 
 
-def _threshold_report(chosen, points, tallies, boot_tallies, labels, rule, min_sensitivity, validation):
+def _threshold_report(chosen, points, tallies, boot_tallies, labels, rule, min_sensitivity, validation, positives):
     if chosen is None:
         return {}
     figures = {label: {} for label in labels}
@@ -152,7 +173,8 @@ def _threshold_report(chosen, points, tallies, boot_tallies, labels, rule, min_s
         figures[labels[c]][name] = {"threshold": chosen[name][labels[c]]}
         for measure, values in point.items():
             value, ci = _figure(values[k], boot[measure][:, k])
-            figures[labels[c]][name][measure] = {"value": value, "ci": ci}
+            enough = too_few_positives(positives[c]) is None  # a sensitivity of 1 of 1 positives has no interval
+            figures[labels[c]][name][measure] = {"value": value, "ci": ci if enough else None}
     return {
         "rule": rule,
         "min_sensitivity": min_sensitivity,
@@ -185,18 +207,22 @@ def compare_predictions(a, b, n_boot=bootstrap.N_BOOT, seed=0):
     deltas = np.concatenate(deltas) if deltas else np.zeros((0, len(a.labels)))
     tests = [delong.delong_test(a.y_true[:, c], a.y_score[:, c], b.y_score[:, c]) if scorable[c] else None
              for c in range(len(a.labels))]
-    adjusted = delong.holm([None if t is None else t["p_value"] for t in tests])
+    positives = a.y_true.sum(axis=0).astype(int)
+    # Holm counts only the classes tested: scorable, with enough positives.
+    tested = [t is not None and too_few_positives(positives[c]) is None for c, t in enumerate(tests)]
+    adjusted = delong.holm([t["p_value"] if ok else None for t, ok in zip(tests, tested)])
     per_class = {}
     for c, label in enumerate(a.labels):
         test = tests[c]
         per_class[label] = {
             "delta_auc": None if test is None else test["delta"],
-            "ci": bootstrap.percentile_interval(deltas[:, c]) if test is not None else None,
-            "p_value": None if test is None else test["p_value"],
+            "ci": bootstrap.percentile_interval(deltas[:, c]) if tested[c] else None,
+            "p_value": test["p_value"] if tested[c] else None,
             "p_holm": adjusted[c],
+            "interval": None if test is None else too_few_positives(positives[c]),
             "auc_a": None if test is None else test["auc_a"],
             "auc_b": None if test is None else test["auc_b"],
-            "positives": int(a.y_true[:, c].sum()),
+            "positives": int(positives[c]),
             "scorable": test is not None,
         }
     macro_samples = _macro(deltas, scorable) if len(deltas) else np.zeros(0)

@@ -189,9 +189,17 @@ def sweep(points, baseline, title, xlabel, ylabel):
     return _png(figure)
 
 
-def value_text(value, ci, digits=3):
-    """`0.812 [0.790, 0.833]`, or `n/a`; shared by the plots' titles and the reports' tables."""
+def value_text(value, ci, digits=3, note=None):
+    """`0.812 [0.790, 0.833]`, or `n/a`; shared by the plots' titles and the reports' tables. `note` (a class's
+    "too few positives for an interval (1 < 10)") stands where the interval would."""
     if value is None:
         return "n/a"
     text = f"{value:.{digits}f}"
+    if note:
+        return f"{text} ({note})"
     return text if ci is None else f"{text} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def p_text(value, digits=4):
+    """A p-value, or "n/a" where no test was made (not scorable, or too few positives)."""
+    return "n/a" if value is None else f"{value:.{digits}g}"

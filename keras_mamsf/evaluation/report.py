@@ -10,7 +10,7 @@ import html
 import os
 
 from keras_mamsf.evaluation import plots
-from keras_mamsf.evaluation.plots import value_text
+from keras_mamsf.evaluation.plots import p_text, value_text
 from keras_mamsf.utils import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 EVALUATION_PLOTS = {"roc_curves.png": "ROC curves", "pr_curves.png": "Precision-recall curves",
@@ -103,8 +103,8 @@ def evaluation_blocks(metrics, images):
     if macro["not_scorable"]:
         blocks.append(("p", f"Not scorable (no positive or no negative in this set), left out of the macro means: "
                             f"{', '.join(macro['not_scorable'])}."))
-    rows = [[label, str(e["positives"]), str(e["negatives"]), value_text(e["auc"], e["auc_ci"]),
-             value_text(e["ap"], e["ap_ci"]), "n/a" if e["ece"] is None else f"{e['ece']:.3f}"]
+    rows = [[label, str(e["positives"]), str(e["negatives"]), value_text(e["auc"], e["auc_ci"], note=e.get("interval")),
+             value_text(e["ap"], e["ap_ci"], note=e.get("interval")), "n/a" if e["ece"] is None else f"{e['ece']:.3f}"]
             for label, e in metrics["per_class"].items()]
     header = ["class", "positives", "negatives", "AUC [95% CI]", "AP [95% CI]", "ECE"]
     blocks += [("h2", "Per class"), ("table", header, rows)]
@@ -124,8 +124,9 @@ def evaluation_blocks(metrics, images):
 def _baseline_blocks(comparison):
     """The AUC change against a baseline on the same images (an int8 file against its Keras model)."""
     macro = comparison["macro"]
-    rows = [[label, value_text(e["auc_b"], None), value_text(e["auc_a"], None), value_text(e["delta_auc"], e["ci"], 4),
-             _p(e["p_value"]), _p(e["p_holm"])] for label, e in comparison["per_class"].items() if e["scorable"]]
+    rows = [[label, value_text(e["auc_b"], None), value_text(e["auc_a"], None),
+             value_text(e["delta_auc"], e["ci"], 4, note=e.get("interval")), _p(e["p_value"]), _p(e["p_holm"])]
+            for label, e in comparison["per_class"].items() if e["scorable"]]
     return [("h2", "AUC change against the baseline (this model minus baseline)"),
             ("p", f"Baseline: {comparison['b']}. Macro AUC change over {macro['classes']} classes: "
                   f"{value_text(macro['delta_auc'], macro['ci'], 4)}, p = {macro['p_value']:.4g} (paired bootstrap). "
@@ -182,7 +183,7 @@ def comparison_blocks(comparison, images, note=None):
                ("p", f"Macro delta AUC ({name_a} minus {name_b}) over {macro['classes']} classes: "
                      f"{value_text(macro['delta_auc'], macro['ci'], 4)}, p = {macro['p_value']:.4g}.")]
     rows = [[label, str(e.get("positives", "")), value_text(e["auc_a"], None), value_text(e["auc_b"], None),
-             value_text(e["delta_auc"], e["ci"], 4), _p(e["p_value"]), _p(e["p_holm"])]
+             value_text(e["delta_auc"], e["ci"], 4, note=e.get("interval")), _p(e["p_value"]), _p(e["p_holm"])]
             for label, e in comparison["per_class"].items()]
     header = ["class", "positives", f"AUC {name_a}", f"AUC {name_b}", "delta AUC [95% CI]", "p (DeLong)", "p (Holm)"]
     blocks += [("table", header, rows),
@@ -209,6 +210,10 @@ def comparison_lines(comparison, name_a=None, name_b=None):
         if not entry["scorable"]:
             lines.append(f"  {label:<20} {positives:>5} not scorable (no positive or no negative)")
             continue
+        if entry.get("interval"):  # too few positives: the point figures, no interval and no test
+            lines.append(f"  {label:<20} {positives:>5} {entry['auc_a']:>12.4f} {entry['auc_b']:>12.4f}  "
+                         f"{entry['delta_auc']:+.4f}: {entry['interval']}, no p-value")
+            continue
         lines.append(f"  {label:<20} {positives:>5} {entry['auc_a']:>12.4f} {entry['auc_b']:>12.4f}  "
                      f"{value_text(entry['delta_auc'], entry['ci'], 4):<30} {entry['p_value']:>10.4g} "
                      f"{entry['p_holm']:>9.4g}")
@@ -220,7 +225,7 @@ def comparison_lines(comparison, name_a=None, name_b=None):
 
 
 def _p(value):
-    return "n/a" if value is None else f"{value:.4g}"
+    return p_text(value)
 
 
 def to_markdown(blocks):

@@ -46,6 +46,30 @@ def percentile_interval(samples, confidence=CONFIDENCE):
     return [float(lo), float(hi)]
 
 
+def logit_interval(point, samples, confidence=CONFIDENCE):
+    """`[lo, hi]` for a proportion-like figure in [0, 1] (an AUC): normal on the logit scale, with the
+    bootstrap's standard deviation of logit(samples); None without finite samples.
+
+    For one class's AUC with 10-30 positives the percentile interval falls short of 95% (simulated,
+    1,000 sets each: 82.8-92.5% with 10 positives depending on the AUC); this one stays within 92-98%
+    (`tests/test_evaluation_metrics.py`). A figure at 0 or 1, or without spread, keeps the percentile
+    interval (its logit is infinite or its spread zero)."""
+    from scipy.stats import norm
+
+    samples = np.asarray(samples, dtype="float64")
+    samples = samples[np.isfinite(samples)]
+    if not len(samples):
+        return None
+    inside = samples[(samples > 0) & (samples < 1)]
+    if not 0 < point < 1 or len(inside) < 2:
+        return percentile_interval(samples, confidence)
+    spread = np.std(np.log(inside / (1 - inside)), ddof=1)
+    if spread == 0:
+        return percentile_interval(samples, confidence)
+    centre, half = np.log(point / (1 - point)), norm.ppf(0.5 + confidence / 2) * spread
+    return [float(1 / (1 + np.exp(-(centre - half)))), float(1 / (1 + np.exp(-(centre + half))))]
+
+
 def two_sided_p(differences):
     """Bootstrap p-value of "the difference is 0": twice the smaller tail beyond 0, with the
     (1 + count) / (1 + B) correction so that it is never exactly 0; 1 when all differences are 0."""
