@@ -191,3 +191,28 @@ def test_jax_backend_runs_a_small_job(root, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on jax" in result.stdout and (out / "metrics.json").is_file() and (out / "best.keras").is_file()
     assert "BatchNorm statistics re-estimated from 12 training images" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_same_command_twice_gives_the_same_metrics(root, tmp_path):
+    """Issue 23: two runs with the same config and seed (fresh processes, two run folders) give the same
+    `metrics.json` and bit-identical weights. What differs is what must: the run folder's paths, and the
+    `.keras` file's SHA-256 (Keras' archive records the time it was saved)."""
+    runs = []
+    for name in ("first", "second"):
+        out = tmp_path / name
+        result = subprocess.run(_command("--data", root, "--out", out, "--set", "epochs=2", *SMALL, "--progress",
+                                         "none"), env=_env(), capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs.append(out)
+
+    def comparable(run):
+        metrics = json.loads((run / "metrics.json").read_text())
+        for key in ("model", "model_sha256", "config"):
+            metrics["source"].pop(key)
+        metrics["thresholds"]["chosen_on"].pop("source")
+        return metrics
+
+    assert comparable(runs[0]) == comparable(runs[1])
+    for a, b in zip(_final_weights(runs[0]), _final_weights(runs[1]), strict=True):
+        assert np.array_equal(a, b)
