@@ -136,3 +136,16 @@ def test_evaluate_reads_the_split_from_shards_like_from_pngs(prepared, tmp_path,
     assert np.array_equal(results["shards"].y_true, results["png"].y_true[order])
     assert np.array_equal(results["shards"].patient_id, results["png"].patient_id[order])
     assert np.abs(results["shards"].y_score - results["png"].y_score[order]).max() < 1e-3
+
+
+def test_image_sources_refuse_what_they_cannot_do_in_one_line(prepared):
+    from keras_mamsf.data.sources import PngImages, ShardImages
+
+    root, out = prepared
+    with pytest.raises(ValueError, match="class_aware sampling reads the PNGs: drop --shards"):
+        ShardImages(str(out)).dataset("train", SIZE, 4, training=True, class_aware=True)
+    with pytest.raises(FileNotFoundError, match="no 224px shards; run `mamsf prepare --data ROOT --size 224"):
+        ShardImages(str(out)).stored_size(224)
+    assert ShardImages(str(out), exact_size=False).stored_size(24) == SIZE  # downscaled from the next size up
+    with pytest.raises(ValueError, match=f"{root}: the test split is empty"):
+        PngImages({"test": []}, root=str(root)).labels("test")

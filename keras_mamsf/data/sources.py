@@ -33,13 +33,15 @@ class PngImages:
     Args:
         parts: `{split: [Record, ...]}` (`splits.make_splits`).
         note: what to say about the root in a `source` line (e.g. the bad images left out).
+        root: the root's path, for error lines.
     """
 
     kind = "png"
 
-    def __init__(self, parts, note=""):
+    def __init__(self, parts, note="", root=None):
         self.parts = parts
         self.note = note
+        self.root = root
 
     def dataset(self, split, image_size, batch_size, channels=3, training=False, seed=0, augment=None,
                 class_aware=False, epoch=None, indices=None):
@@ -50,7 +52,7 @@ class PngImages:
 
     def labels(self, split, image_size=None):
         if not self.parts[split]:
-            raise ValueError(f"the {split} split is empty")
+            raise ValueError(f"{self.root or 'the data'}: the {split} split is empty")
         return np.stack([record.labels for record in self.parts[split]])
 
     def ids(self, split, image_size=None):
@@ -83,11 +85,11 @@ class ShardImages:
         self.exact_size = exact_size
 
     def stored_size(self, image_size):
-        if self.exact_size or find_shards(self.root, image_size) is not None:
-            if find_shards(self.root, image_size) is None:
-                raise FileNotFoundError(f"{self.root}: no {image_size}px shards; run `mamsf prepare --data ROOT "
-                                        f"--size {image_size} --out {self.root}`")
+        if find_shards(self.root, image_size) is not None:
             return image_size
+        if self.exact_size:
+            raise FileNotFoundError(f"{self.root}: no {image_size}px shards; run `mamsf prepare --data ROOT "
+                                    f"--size {image_size} --out {self.root}`")
         sizes = prepared_sizes(self.root)
         if not sizes:
             raise FileNotFoundError(f"{self.root}: no prepared shards (run `mamsf prepare`)")
@@ -158,7 +160,9 @@ def open_root(root, split_seed=0, exact_size=False):
         return ShardImages(root, exact_size=exact_size)
     from keras_mamsf.data import nih, splits
 
+    # Calibration and parity images are a sample: a bad file is left out and counted, never an error that
+    # would suggest a flag the exporting command (export, demo) does not have.
     index = nih.read_nih(root, on_bad_image="skip")
     skipped = sum(index.skipped.values())
     note = f"; {skipped} bad image(s) of the root left out: {', '.join(index.skipped_names[:3])}" if skipped else ""
-    return PngImages(splits.make_splits(index.records, index.lists, "official", seed=split_seed), note=note)
+    return PngImages(splits.make_splits(index.records, index.lists, "official", seed=split_seed), note=note, root=root)

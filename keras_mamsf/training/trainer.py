@@ -74,9 +74,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     augmentation = augmentation_layers(config.seed) if config.augment else []
     # Pre-resized shards are fast, but their shuffle is not seeded per epoch (a resumed epoch reorders).
-    source = image_source(parts, shards)
-    if shards is not None and config.class_aware:
-        raise ConfigError("class_aware sampling reads the PNGs: drop --shards or set class_aware=false")
+    source = image_source(parts, shards)  # shards refuse class_aware sampling (it reads the PNGs) in one line
     train_ds = source.dataset("train", config.image_size, config.batch_size, channels=config.channels, training=True,
                               seed=config.seed, augment=augmentation or False, class_aware=config.class_aware,
                               epoch=epoch)
