@@ -13,7 +13,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_mamsf"
 FLOORS = [
     {"version", "labels", "utils"},
     {"layers", "losses", "metrics", "stats"},
-    {"anchor", "backbones", "data"},
+    {"anchor", "backbones", "data", "guard"},
     {"models"},
     {"inference"},
     {"evaluation", "export"},

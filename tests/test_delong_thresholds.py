@@ -124,7 +124,7 @@ def test_threshold_figures_on_the_test_set_and_the_file():
     metrics = evaluate_predictions(Predictions(y, score, labels=labels, patient_id=np.arange(200) // 2),
                                    n_boot=300, validation=validation, threshold_rule="youden")
     report = metrics["thresholds"]
-    assert report["rule"] == "youden" and report["not_chosen"] == ["c"] and report["values"]["c"] == 0.5
+    assert report["rule"] == "youden" and report["not_chosen"] == ["c"] and report["values"]["c"] is None
     t = choose_threshold(y_val[:, 0], validation.y_score[:, 0], "sensitivity")
     entry = report["per_class"]["a"]["sensitivity"]
     assert entry["threshold"] == t
@@ -137,9 +137,44 @@ def test_threshold_figures_on_the_test_set_and_the_file():
     assert lo <= entry["sensitivity"]["value"] <= hi and hi - lo > 0
     assert report["values"]["a"] == pytest.approx(report["per_class"]["a"]["youden"]["threshold"])
     assert file_thresholds({"x": 1.0, "y": 0.0, "z": None}, ["x", "y", "z"]) == {
-        "x": pytest.approx(1 - 1e-7), "y": pytest.approx(1e-7), "z": 0.5}
+        "x": pytest.approx(1 - 1e-7), "y": pytest.approx(1e-7), "z": None}
     # Without validation data nothing is chosen (never on the test set itself).
     assert evaluate_predictions(Predictions(y, score, labels=labels), n_boot=0)["thresholds"] == {}
+
+
+def test_the_guaranteed_rule_is_the_default_and_its_file_says_what_it_rests_on():
+    """thresholds.json under the default rule: per class the Clopper-Pearson bound it rests on, and the classes with
+    too few validation positives named "not screened" with no threshold (never 0.5)."""
+    from keras_mamsf.stats.thresholds import guaranteed_threshold, sensitivity_lower_bound
+
+    rng = np.random.default_rng(6)
+    labels = ["common", "rare"]
+    y_val = np.zeros((400, 2), int)
+    y_val[:80, 0] = 1  # 80 positives: screenable at S = 0.9, delta = 0.05
+    y_val[:12, 1] = 1  # 12 < 29: not screened
+    validation = Predictions(y_val, 1 / (1 + np.exp(-(rng.normal(size=(400, 2)) + 2 * y_val))), labels=labels,
+                             source="val.npz")
+    y = (rng.random((200, 2)) < 0.3).astype(int)
+    score = 1 / (1 + np.exp(-(rng.normal(size=(200, 2)) + 2 * y)))
+    report = evaluate_predictions(Predictions(y, score, labels=labels), n_boot=200, validation=validation)["thresholds"]
+    expected, info = guaranteed_threshold(y_val[:, 0], validation.y_score[:, 0], 0.9, 0.05)
+    assert report["rule"] == "guaranteed" and report["values"]["common"] == pytest.approx(expected)
+    assert report["values"]["rare"] is None
+    assert report["not_screened"] == {"rare": "not screened: 12 validation positives, 29 needed"}
+    caught = int((validation.y_score[:80, 0] >= expected).sum())
+    assert report["guarantee"]["common"]["caught"] == caught == info["caught"]
+    bound = sensitivity_lower_bound(caught, 80, 0.05)
+    assert report["guarantee"]["common"]["bound"] == pytest.approx(bound) and bound >= 0.9
+    assert sensitivity_lower_bound(caught - 1, 80, 0.05) < 0.9  # the highest threshold: one fewer would not do
+    written = report["file"]
+    assert (written["rule"], written["min_sensitivity"], written["delta"]) == ("guaranteed", 0.9, 0.05)
+    assert written["thresholds"] == report["values"] and written["classes"]["rare"]["positives"] == 12
+    figures = report["per_class"]["common"]["guaranteed"]["sensitivity"]
+    called = score[:, 0] >= expected
+    assert figures["value"] == pytest.approx(called[y[:, 0] == 1].mean()) and figures["ci"] is not None
+    stricter = evaluate_predictions(Predictions(y, score, labels=labels), n_boot=0, validation=validation,
+                                    delta=0.01)["thresholds"]
+    assert stricter["values"]["common"] <= report["values"]["common"]  # more confidence, a lower threshold
 
 
 def test_expected_calibration_error_by_its_definition():

@@ -47,7 +47,8 @@ def test_evaluate_predictions_writes_every_file(tmp_path, capsys):
     assert (metrics["n_images"], metrics["n_patients"], metrics["resampling"]) == (240, 80, "patient")
     assert metrics["macro"]["not_scorable"] == ["Hernia"] and metrics["macro"]["classes"] == 2
     thresholds = json.loads((out / "thresholds.json").read_text())
-    assert list(thresholds) == LABELS and thresholds == metrics["thresholds"]["values"]
+    assert list(thresholds["thresholds"]) == LABELS and thresholds["thresholds"] == metrics["thresholds"]["values"]
+    assert thresholds["rule"] == "guaranteed" and thresholds == metrics["thresholds"]["file"]
     assert Predictions.load(out / "predictions.npz").image_index.tolist() == test.image_index.tolist()
     from PIL import Image
 

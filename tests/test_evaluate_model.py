@@ -61,7 +61,9 @@ def test_evaluate_keras_model_on_the_test_split(evaluated):
     assert "| split | test |" in markdown and "| seed | 0 |" in markdown and "resamples of patients" in markdown
     assert f"| model_sha256 | {source['model_sha256']} |" in markdown
     thresholds = json.loads((out / "thresholds.json").read_text())
-    assert list(thresholds) == list(CHESTXRAY14_LABELS) and all(0 < t < 1 for t in thresholds.values())
+    values = thresholds["thresholds"]
+    assert list(values) == list(CHESTXRAY14_LABELS) and all(t is None or 0 < t < 1 for t in values.values())
+    assert {label for label, t in values.items() if t is None} == set(thresholds["not_screened"])
     assert metrics["thresholds"]["chosen_on"]["source"].endswith("on val")
 
 

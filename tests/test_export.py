@@ -72,15 +72,17 @@ def test_signatures_shapes_and_single_onnx_input(exported):
     out = exported["out"]
     serve = tf.saved_model.load(str(out / "savedmodel")).signatures["serve"]
     result = serve(image=tf.constant(_probe(3)))  # dynamic batch
-    assert sorted(result) == ["logits", "probs"] and result["probs"].shape == (3, 14)
+    assert sorted(result) == ["logits", "ood_score", "probs"] and result["probs"].shape == (3, 14)
+    assert result["ood_score"].shape == (3,)
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"]
-    assert sorted(o.name for o in session.get_outputs()) == ["logits", "probs"]
+    assert sorted(o.name for o in session.get_outputs()) == ["logits", "ood_score", "probs"]
     assert session.run(["probs"], {"image": _probe(3)})[0].shape == (3, 14)
     tflite = [out / f"model_{v}.tflite" for v in ("float32", "dynamic", "int8")]
     for path in tflite + [exported["mixed_out"] / "model_float16.FAILED.tflite"]:
         interpreter = Interpreter(model_path=str(path))
-        assert interpreter.get_signature_list() == {"serve": {"inputs": ["image"], "outputs": ["logits", "probs"]}}
+        assert interpreter.get_signature_list() == {"serve": {"inputs": ["image"],
+                                                              "outputs": ["logits", "ood_score", "probs"]}}
         (detail,) = interpreter.get_input_details()
         assert list(detail["shape"]) == [1, SIZE, SIZE, 1] and list(detail["shape_signature"]) == [1, SIZE, SIZE, 1]
 
@@ -103,7 +105,8 @@ def test_int8_is_integer_only_and_edgetpu_ready(exported):
     recorded = {name: o["quantization"] for name, o in entry["outputs"].items()}
     assert (scale, zero_point) in {(q["scale"], q["zero_point"]) for q in recorded.values()}
     assert recorded["probs"] == {"scale": 1 / 256, "zero_point": 0}  # the int8 sigmoid's 256 levels
-    assert entry["calibration"]["images"] == 48 and "train split" in entry["calibration"]["source"]
+    assert entry["calibration"]["images"] == 48 + 5 and "train split" in entry["calibration"]["source"]
+    assert "the OOD guard must flag" in entry["calibration"]["source"]
     # The float file is not Edge TPU material, and the check says why.
     float_report = check_edgetpu(str(exported["out"] / "model_float32.tflite"))
     assert not float_report["ready"] and "FLOAT32" in float_report["problems"][0]
@@ -226,6 +229,53 @@ def test_predict_agrees_across_formats_for_png_and_dicom(exported, tmp_path, cap
     assert report["thresholds"] == {label: 0.5 for label in CHESTXRAY14_LABELS}
 
 
+def test_every_format_carries_the_ood_guard(exported):
+    """Each artifact's `ood_score` is the guard's score (float formats to 0.5%: TFLite's float RSQRT and TANH; the
+    int8 file flags what the float model flags), and the manifest documents the output and threshold."""
+    from keras_mamsf.guard import guard_from_source
+    from keras_mamsf.guard.ood_guard import calibration_anchors
+
+    record = exported["manifest"]["ood_guard"]
+    assert "ood_score" in exported["manifest"]["outputs"] and record["output"] == "ood_score"
+    assert record["threshold"] > 0 and record["alpha"] == 0.01 and "fitted now on" in record["fitted"]
+    from keras_mamsf.data.sources import open_root
+
+    guard = guard_from_source(open_root(str(exported["root"])), SIZE, 1, where="again")
+    assert guard.threshold == pytest.approx(record["threshold"], rel=1e-5)  # fitted on the same images
+    images = np.concatenate([_probe(2), calibration_anchors(SIZE, 1)[:3]])
+    expected = guard.score(images)
+    for name in TOLERANCE:
+        outputs = load_runner(exported["out"] / name).predict(images)
+        assert outputs["ood_score"].shape == (len(images),), name
+        if name != "model_int8.tflite":
+            np.testing.assert_allclose(outputs["ood_score"], expected, rtol=5e-3, err_msg=name)
+        else:  # int8: every one of these is out of distribution in both
+            assert (outputs["ood_score"] > record["threshold"]).all() and (expected > record["threshold"]).all()
+        ood = exported["manifest"]["artifacts"][name]["parity"]["ood_score"]
+        assert ood["images"] == 24 and ood["verdict_agreement"] >= (0.9 if name == "model_int8.tflite" else 1.0)
+
+
+def test_predict_withholds_findings_for_a_ct_slice_in_every_format(exported, capsys):
+    from pydicom.data import get_testdata_file
+
+    from keras_mamsf.cli.predict import predict_files
+
+    ct = get_testdata_file("CT_small.dcm")
+    for name in TOLERANCE:
+        model = str(exported["out"] / name)
+        assert main(["predict", "--model", model, ct]) == 1  # the DICOM header check comes first
+        err = capsys.readouterr().err.strip()
+        assert "Modality is CT, not a radiograph" in err and "\n" not in err, err
+        (result,), _, _ = predict_files(model, [ct], force=True)
+        assert result["in_distribution"] is False and result["findings"] == [], name
+        assert result["withheld"].startswith("out of distribution: ood_score")
+        assert main(["predict", "--model", model, ct, "--force"]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert [line for line in lines if line.startswith(ct)] == [f"{ct}: {result['withheld']}"], lines
+        (shown,), _, _ = predict_files(model, [ct], force=True, show_ood=True)
+        assert shown["findings"] == [label for label in CHESTXRAY14_LABELS if shown["probs"][label] >= 0.5]
+
+
 def test_predict_and_export_errors_are_one_line(exported, tmp_path, capsys):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
@@ -332,9 +382,9 @@ def test_efficientnet_b0_exports_within_1e_4_of_keras(exported):
     codes = edgetpu.opcodes(tflite)
     ops = [codes[op.opcodeIndex]["op"] for op in tflite.subgraphs[0].operators]
     assert ops.count("DEPTHWISE_CONV_2D") == 17  # B0's 16 blocks + the anchor's copy of block7a: not merged
-    # The grayscale tiling is folded into a 1-channel stem: the graph starts with the stem convolution,
-    # and its two concatenations are the anchor's and the fusion head's.
-    assert ops[0] == "CONV_2D" and ops.count("CONCATENATION") == 2
+    # The grayscale tiling is folded into a 1-channel stem: its three concatenations are the anchor's, the fusion
+    # head's and the OOD guard's (its three contrast statistics); none tiles the input to RGB.
+    assert ops.count("CONCATENATION") == 3
     assert [int(d) for d in tflite.subgraphs[0].tensors[tflite.subgraphs[0].inputs[0]].shape] == [1, 32, 32, 1]
 
 

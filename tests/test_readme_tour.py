@@ -51,4 +51,5 @@ def test_every_tour_command_runs(tmp_path, monkeypatch, capsys):
         assert (tmp_path / path).is_file(), path
     manifest = json.loads((tmp_path / "exports/manifest.json").read_text())
     thresholds = json.loads((tmp_path / "runs/branch/thresholds.json").read_text())
-    assert manifest["thresholds"]["values"] == pytest.approx(thresholds)
+    assert manifest["thresholds"]["values"] == thresholds["thresholds"]
+    assert manifest["thresholds"]["rule"]["rule"] == thresholds["rule"] == "guaranteed"

@@ -113,8 +113,12 @@ def run(args):
         say(f"\n[{len(anchors) + 1}/{len(anchors) + 1}] exporting anchor={args.anchor} to int8 TFLite and ONNX "
             f"with parity checks -> {args.out}/export")
         exports = _export(runs[args.anchor], root, os.path.join(args.out, "export"), args.seed, say)
+    guarded = next((e["path"] for e in exports.values() if e["path"] and e["path"].endswith(".onnx")
+                    and e["status"] == "ok"), runs[args.anchor]["model"])
     summary = {
         "data": "synthetic" if synthetic else os.path.abspath(root),
+        "thresholds": _thresholds(runs[args.anchor]["metrics"]["thresholds"]),
+        "ood_guard": _guard_check(guarded, runs[args.anchor], root),
         "runs": {anchor: {"macro_auc": run["metrics"]["macro"]["auc"],
                           "macro_auc_ci": run["metrics"]["macro"]["auc_ci"],
                           "per_class": {label: entry["auc"] for label, entry in run["metrics"]["per_class"].items()},
@@ -156,6 +160,39 @@ def _export(run, root, out_dir, seed, say):
     return exports
 
 
+def _thresholds(report):
+    """`{label: threshold or "not screened: ..."}` of the anchored run's thresholds.json."""
+    return {label: report["not_screened"].get(label, "no threshold") if value is None else value
+            for label, value in report["values"].items()}
+
+
+def _guard_check(model_path, run, root):
+    """The OOD guard on a few inputs it must flag (pydicom's CT slice, a blank image, an inverted test image) and
+    one it must not (that test image): `{name: {"ood_score", "in_distribution"}}` from `mamsf predict`'s path."""
+    import numpy as np
+    from pydicom.data import get_testdata_file
+
+    from keras_mamsf.data.images import load_image
+    from keras_mamsf.evaluation import Predictions
+    from keras_mamsf.inference.formats import load_runner
+    from keras_mamsf.inference.model_card import ood_threshold
+    from keras_mamsf.inference.runners import square_input
+
+    runner = load_runner(model_path)
+    size, channels = square_input(runner, model_path)
+    threshold = ood_threshold(model_path)
+    first_test = Predictions.load(run["paths"]["predictions"]).image_index[0]
+    x_ray = load_image(os.path.join(root, "images", str(first_test)), size, channels)
+    inputs = {f"test image {first_test}": x_ray, "the same image inverted": 255.0 - x_ray,
+              "blank (all black)": np.zeros_like(x_ray),
+              "CT slice (pydicom CT_small.dcm, read with --force)": load_image(get_testdata_file("CT_small.dcm"), size,
+                                                                               channels, force=True)}
+    scores = runner.predict(np.stack(list(inputs.values())))["ood_score"]
+    return {"model": model_path, "threshold": threshold,
+            "inputs": {name: {"ood_score": float(score), "in_distribution": bool(score <= threshold)}
+                       for name, score in zip(inputs, scores)}}
+
+
 def _print_summary(summary, runs, anchors, comparison, root):
     from keras_mamsf.evaluation.plots import value_text
     from keras_mamsf.evaluation.report import comparison_lines
@@ -180,5 +217,15 @@ def _print_summary(summary, runs, anchors, comparison, root):
         kept = "" if entry["status"] == "ok" or not entry["path"] else f"; kept as {os.path.basename(entry['path'])}"
         max_dp = "n/a" if entry["max_dp"] is None else f"{entry['max_dp']:.2g}"
         print(f"export {name}: {entry['status']}, parity {entry['parity']} (max |dp| {max_dp}{change}{kept})")
+    report = runs[anchored]["metrics"]["thresholds"]
+    print(f"screening thresholds (anchor={anchored}, '{report['rule']}' rule: sensitivity >= "
+          f"{report['min_sensitivity']:g} with probability {1 - report['delta']:g}, chosen on val):")
+    for label, value in summary["thresholds"].items():
+        print(f"  {label:<20} " + (f"{value:.4f}" if isinstance(value, float) else value))
+    guard = summary["ood_guard"]
+    print(f"out-of-distribution guard ({os.path.basename(guard['model'])}, threshold {guard['threshold']:.2f}):")
+    for name, entry in guard["inputs"].items():
+        verdict = "in distribution" if entry["in_distribution"] else "OUT of distribution: findings withheld"
+        print(f"  {name:<50} ood_score {entry['ood_score']:8.2f}  {verdict}")
     reports = [runs[a]["paths"]["report.html"] for a in anchors] + [summary["comparison"]["report"]]
     print("reports: " + ", ".join(reports))

@@ -34,10 +34,15 @@ def add_parser(commands, name):
     parser.add_argument("--thresholds-from", metavar="val|FILE.npz", default=None,
                         help="choose per-class thresholds on the val split (with --model) or on a predictions "
                         "file of validation data; written to thresholds.json (read by mamsf export --thresholds)")
-    parser.add_argument("--threshold-rule", default="sensitivity",
-                        help="the rule thresholds.json follows: sensitivity (>= --min-sensitivity, the most "
-                        "specific such threshold; for screening), youden or f1 (default: sensitivity)")
-    parser.add_argument("--min-sensitivity", type=float, default=0.9, help="S of the sensitivity rule (default: 0.9)")
+    parser.add_argument("--threshold-rule", default="guaranteed",
+                        help="the rule thresholds.json follows: guaranteed (the Clopper-Pearson lower bound of "
+                        "sensitivity >= --min-sensitivity with probability 1 - --delta; classes with too few "
+                        "validation positives are not screened), sensitivity (the point estimate >= "
+                        "--min-sensitivity), youden or f1 (default: guaranteed)")
+    parser.add_argument("--min-sensitivity", type=float, default=0.9,
+                        help="S of the guaranteed and sensitivity rules (default: 0.9)")
+    parser.add_argument("--delta", type=float, default=0.05,
+                        help="the guaranteed rule's risk: its bound holds with probability 1 - delta (default: 0.05)")
     parser.add_argument("--baseline", metavar="FILE", default=None,
                         help="predictions (.npz) or a model of the same images to compare with: the report adds "
                         "each class's AUC change (this minus baseline) with CI and DeLong p-value")
@@ -67,6 +72,8 @@ def run(args):
         raise CommandError(f"unknown --threshold-rule {args.threshold_rule!r}: choose one of {', '.join(RULES)}")
     if not 0.0 < args.min_sensitivity <= 1.0:
         raise CommandError(f"--min-sensitivity must be in (0, 1], got {args.min_sensitivity}")
+    if not 0.0 < args.delta < 1.0:
+        raise CommandError(f"--delta must be in (0, 1), got {args.delta}")
     if args.n_boot < 0 or args.batch_size < 1:
         raise CommandError(f"--n-boot must be >= 0 and --batch-size >= 1 (got {args.n_boot}, {args.batch_size})")
     if args.model and not args.data:
@@ -93,9 +100,12 @@ def run(args):
             validation, _ = _score(args, args.model, "val", records, index)
     if args.thresholds_from not in (None, "val"):
         validation = Predictions.load(args.thresholds_from)
+    guard_report = source.pop("ood_scores", None)
     metrics = evaluate_predictions(predictions, n_boot=args.n_boot, seed=args.seed, validation=validation,
                                    threshold_rule=args.threshold_rule, min_sensitivity=args.min_sensitivity,
-                                   source=source)
+                                   source=source, delta=args.delta)
+    if guard_report is not None:
+        metrics["ood_guard"] = guard_report
     if args.baseline:
         if args.baseline.endswith(".npz"):
             baseline = Predictions.load(args.baseline)
@@ -133,11 +143,18 @@ def _score(args, model, split, records, index):
     if records is not None and not records[split]:
         raise ValueError(f"the {split} split of {args.data} is empty; nothing to evaluate")
     from keras_mamsf.data.sources import image_source
+    from keras_mamsf.guard import flagged_report
+    from keras_mamsf.inference.model_card import ood_threshold
 
     predictions, details = score_split(model, image_source(records, args.shards), split=split,
                                        batch_size=args.batch_size, threads=args.threads)
-    return predictions, split_source(model, args.data, split, args.split_method, args.val_fraction, args.split_seed,
-                                     index, **details)
+    scores = details.pop("ood_scores", None)
+    source = split_source(model, args.data, split, args.split_method, args.val_fraction, args.split_seed, index,
+                          **details)
+    threshold = None if scores is None else ood_threshold(model)
+    if threshold is not None:  # taken out of the source by run() into metrics["ood_guard"]
+        source["ood_scores"] = flagged_report(scores, threshold, predictions.image_index)
+    return predictions, source
 
 
 def print_summary(metrics, paths):
@@ -176,4 +193,10 @@ def print_summary(metrics, paths):
         print(f"thresholds ({metrics['thresholds']['rule']} rule, "
               f"chosen on {metrics['thresholds']['chosen_on']['source']}): "
               f"{paths['thresholds']}")
+        for label, reason in metrics["thresholds"].get("not_screened", {}).items():
+            print(f"  {label}: {reason}")
+    if metrics.get("ood_guard"):
+        guard = metrics["ood_guard"]
+        print(f"OOD guard: flagged {guard['flagged']} of {guard['images']} images ({100 * guard['share']:.1f}%; "
+              f"threshold {guard['threshold']:.3f})")
     print(f"report: {paths['report.html']} (and report.md, metrics.json, predictions.npz, plots)")

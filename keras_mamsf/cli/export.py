@@ -49,6 +49,12 @@ def add_arguments(parser, formats=True):
                         help="gate for quantized TFLite: macro AUC drop (default: %(default)g)")
     parser.add_argument("--max-class-auc-drop", type=float, default=GATES["quantized"]["max_class_auc_drop"],
                         help="gate for quantized TFLite: any one class's AUC drop (default: %(default)g)")
+    parser.add_argument("--guard", metavar="FILE", default=None,
+                        help="the OOD guard (ood_guard.npz) whose ood_score every artifact carries (default: the "
+                        "run's ood_guard.npz beside MODEL, else one fitted on --calibration-data)")
+    parser.add_argument("--ood-alpha", type=float, default=None,
+                        help="refit the OOD guard with this false-alarm rate on validation images (default: the "
+                        "run's guard, or 0.01)")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity checks")
     parser.add_argument("--keep-failed", action=argparse.BooleanOptionalAction, default=True,
                         help="keep an artifact that fails its gate, renamed NAME.FAILED.EXT (model_int8.FAILED.tflite) "
@@ -63,6 +69,8 @@ def run(args, formats=None):
 
     if args.calibration_images < 1 or args.parity_images < 1:
         raise ValueError("--calibration-images and --parity-images must be >= 1")
+    if args.ood_alpha is not None and not 0.0 < args.ood_alpha < 1.0:
+        raise ValueError(f"--ood-alpha must be in (0, 1), got {args.ood_alpha}")
     if min(args.max_dp, args.max_macro_auc_drop, args.max_class_auc_drop) < 0:
         raise ValueError("gates (--max-dp, --max-macro-auc-drop, --max-class-auc-drop) must be >= 0")
     gates = {
@@ -77,6 +85,7 @@ def run(args, formats=None):
         calibration_data=args.calibration_data, parity_data=args.parity_data, verify=not args.no_verify,
         io_type=args.io_type, thresholds_path=args.thresholds, calibration_images=args.calibration_images,
         parity_images=args.parity_images, seed=args.seed, gates=gates, keep_failed=args.keep_failed,
+        guard_path=args.guard, ood_alpha=args.ood_alpha,
         log=None if args.json else (lambda message: print(message, file=sys.stderr)),
     )
     if args.json:

@@ -26,18 +26,26 @@ def add_parser(commands, name):
                         "file = the file's own VOI LUT / window, minmax = a linear stretch of its values")
     parser.add_argument("--force", action="store_true",
                         help="read DICOM files that are refused by default: multi-frame (first frame), colour "
-                        "(channel mean), or not a chest by BodyPartExamined / ViewPosition")
+                        "(channel mean), a Modality other than CR/DX, or not a chest by BodyPartExamined / "
+                        "ViewPosition")
+    parser.add_argument("--show-ood", action="store_true",
+                        help="show the findings of images the out-of-distribution guard flags (withheld by default)")
     parser.set_defaults(run=run)
     return parser
 
 
-def predict_files(model_path, paths, threads=None, dicom_window="auto", force=False):
-    """`[{"image", "probs": {label: p}, "findings": [...]}, ...]` and the thresholds used."""
+def predict_files(model_path, paths, threads=None, dicom_window="auto", force=False, show_ood=False):
+    """`[{"image", "probs": {label: p}, "findings": [...], "not_screened": [...], "in_distribution",
+    "ood_score", "withheld"}, ...]`, the thresholds used, and the output read.
+
+    `in_distribution` is False when the model's out-of-distribution guard scores the image above its
+    threshold (None without a guard); then `findings` is empty and `withheld` says why, unless `show_ood`.
+    `not_screened` lists the classes without a threshold (never reported negative)."""
     import numpy as np
 
     from keras_mamsf.data.images import check_image_file, load_image
     from keras_mamsf.inference.formats import load_runner
-    from keras_mamsf.inference.model_card import model_card
+    from keras_mamsf.inference.model_card import model_card, ood_threshold
     from keras_mamsf.inference.runners import scores_from_outputs, square_input
 
     for path in paths:  # before loading the model: a wrong path or an oversized image fails at once
@@ -50,11 +58,21 @@ def predict_files(model_path, paths, threads=None, dicom_window="auto", force=Fa
     probs = scores_from_outputs(outputs, use)
     if probs.shape[1] != len(labels):
         raise ValueError(f"{model_path}: {probs.shape[1]} outputs for {len(labels)} labels")
+    limit = ood_threshold(model_path) if "ood_score" in outputs else None
     results = []
-    for path, row in zip(paths, probs):
+    for k, (path, row) in enumerate(zip(paths, probs)):
         scores = {label: float(p) for label, p in zip(labels, row)}
+        findings = [label for label in labels if thresholds[label] is not None and scores[label] >= thresholds[label]]
+        score = None if limit is None else float(outputs["ood_score"][k])
+        typical = None if limit is None else bool(score <= limit)
+        withheld = None
+        if typical is False:
+            withheld = (f"out of distribution: ood_score {score:.2f} > {limit:.2f} (the image does not look like the "
+                        "training X-rays); findings withheld" + (", shown by --show-ood" if show_ood else ""))
         results.append({"image": os.fspath(path), "probs": scores,
-                        "findings": [label for label in labels if scores[label] >= thresholds[label]]})
+                        "findings": findings if typical is not False or show_ood else [],
+                        "not_screened": [label for label in labels if thresholds[label] is None],
+                        "in_distribution": typical, "ood_score": score, "ood_threshold": limit, "withheld": withheld})
     return results, thresholds, use
 
 
@@ -97,7 +115,8 @@ def run(args):
     warning = parity_warning(args.model)
     if warning:
         print(warning, file=sys.stderr)
-    results, thresholds, use = predict_files(args.model, args.images, args.threads, args.dicom_window, args.force)
+    results, thresholds, use = predict_files(args.model, args.images, args.threads, args.dicom_window, args.force,
+                                             args.show_ood)
     source = model_card_with_source(args.model)[3]
     if args.gradcam:
         written = write_gradcams(args.model, args.images, args.gradcam, args.out, args.dicom_window, args.force)
@@ -108,10 +127,16 @@ def run(args):
                           "results": results}, indent=2))
         return 0
     print(f"thresholds: {source}")
+    if results and results[0]["in_distribution"] is None:
+        print("OOD guard: none (an export before 0.4, or a .keras file without ood_guard.npz beside it)")
     for result in results:
+        if result["withheld"] and not args.show_ood:
+            print(f"{result['image']}: {result['withheld']}")
+            continue
         findings = ", ".join(result["findings"]) or "none above threshold"
-        print(f"{result['image']}: {findings}")
+        print(f"{result['image']}: {findings}" + (f"  [{result['withheld']}]" if result["withheld"] else ""))
         for label, p in sorted(result["probs"].items(), key=lambda item: -item[1]):
             mark = "*" if label in result["findings"] else " "
-            print(f"  {mark} {label:<20} {p:.4f}  (threshold {thresholds[label]:.3f})")
+            limit = "not screened" if thresholds[label] is None else f"threshold {thresholds[label]:.3f}"
+            print(f"  {mark} {label:<20} {p:.4f}  ({limit})")
     return 0

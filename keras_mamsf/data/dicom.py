@@ -16,7 +16,8 @@ Extended / Lossless, JPEG-LS, JPEG 2000; see `dicom_codecs`), then the modality 
 - "file": the file's VOI LUT or window (WindowCenter / WindowWidth), stretched to 0..255.
 - "minmax": a linear stretch of the modality values from their minimum to their maximum.
 
-Multi-frame files, colour images, and files whose BodyPartExamined or ViewPosition says they
+Multi-frame files, colour images, files whose Modality is not a projection radiograph (CR, DX,
+or RG; CT, MR, US, MG, ... are refused) and files whose BodyPartExamined or ViewPosition says they
 are not a chest radiograph are refused in one line unless `force=True` (then: the first frame,
 the mean of the colour channels, and the image as it is).
 """
@@ -27,6 +28,8 @@ from keras_mamsf.data.image_error import ImageError
 
 WINDOWS = ("auto", "file", "minmax")
 CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "LUNGS", "CHEST_TO_PELVIS", "TORSO")
+# Projection radiography: computed (CR), digital (DX) and film digitized as radiographic imaging (RG).
+RADIOGRAPH_MODALITIES = ("CR", "DX", "RG")
 CHEST_VIEWS = ("PA", "AP", "LL", "RL", "LAT", "LATERAL", "LLD", "RLD", "AP SUPINE", "AP ERECT", "PA ERECT")
 
 
@@ -133,6 +136,10 @@ def _refuse_unless_chest_radiograph(path, dataset):
     if frames > 1:
         raise DicomError(f"{path}: a multi-frame DICOM ({frames} frames), not one radiograph; "
                          "pass --force to read its first frame")
+    modality = str(dataset.get("Modality", "") or "").strip().upper()
+    if modality and modality not in RADIOGRAPH_MODALITIES:
+        raise DicomError(f"{path}: Modality is {modality}, not a radiograph (CR, DX); the model reads chest "
+                         "X-rays (pass --force to read it anyway)")
     samples = int(dataset.get("SamplesPerPixel", 1))
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if samples > 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):

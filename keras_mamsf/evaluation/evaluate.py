@@ -71,7 +71,8 @@ def _figure(point, samples):
 
 
 def evaluate_predictions(predictions, n_boot=bootstrap.N_BOOT, seed=0, validation=None,
-                         threshold_rule="sensitivity", min_sensitivity=thresholds.MIN_SENSITIVITY, source=None):
+                         threshold_rule=thresholds.DEFAULT_RULE, min_sensitivity=thresholds.MIN_SENSITIVITY,
+                         source=None, delta=thresholds.DELTA):
     """Per-class, macro and micro AUC / AP with bootstrap CIs, thresholds, calibration.
 
     Args:
@@ -81,7 +82,8 @@ def evaluate_predictions(predictions, n_boot=bootstrap.N_BOOT, seed=0, validatio
         validation: `Predictions` of a validation split (same labels) to choose thresholds on;
             None leaves `"thresholds"` empty (they are never chosen on the set they are reported on).
         threshold_rule: the rule whose thresholds go to `thresholds.json` (`thresholds.RULES`).
-        min_sensitivity: S of the "sensitivity" rule.
+        min_sensitivity: S of the "guaranteed" and "sensitivity" rules.
+        delta: the "guaranteed" rule's 1 - confidence (its sensitivity bound holds with probability 1 - delta).
         source: what was evaluated (model file and hash, data root, split, ...), copied into the result.
 
     Returns:
@@ -101,7 +103,7 @@ def evaluate_predictions(predictions, n_boot=bootstrap.N_BOOT, seed=0, validatio
     if validation is not None:
         if validation.labels != labels:
             raise PredictionsError(f"{validation.source}: labels differ from {predictions.source}'s")
-        chosen = thresholds.choose_thresholds(validation.y_true, validation.y_score, labels, min_sensitivity)
+        chosen = thresholds.choose_thresholds(validation.y_true, validation.y_score, labels, min_sensitivity, delta)
     # Tallies of TP/FP/TN/FN per cluster for every (rule, class) with a threshold: (clusters, 4 * points).
     points = [(rule, c) for rule in thresholds.RULES for c in range(len(labels))
               if chosen is not None and chosen[rule][labels[c]] is not None]
@@ -150,7 +152,7 @@ def evaluate_predictions(predictions, n_boot=bootstrap.N_BOOT, seed=0, validatio
                   "not_scorable": [label for label, ok in zip(labels, scorable) if not ok]},
         "micro": {"auc": micro_auc, "auc_ci": micro_auc_ci, "ap": micro_ap, "ap_ci": micro_ap_ci},
         "thresholds": _threshold_report(chosen, points, tallies, samples["tallies"], labels, threshold_rule,
-                                        min_sensitivity, validation, y.sum(axis=0).astype(int)),
+                                        min_sensitivity, delta, validation, y.sum(axis=0).astype(int)),
         "calibration": {"bins": calibration.BINS, "probabilities": calibration.is_probability(score),
                         "micro_ece": calibration.expected_calibration_error(y, score)},
         "n_images": predictions.n_images,
@@ -163,25 +165,38 @@ def evaluate_predictions(predictions, n_boot=bootstrap.N_BOOT, seed=0, validatio
     }
 
 
-def _threshold_report(chosen, points, tallies, boot_tallies, labels, rule, min_sensitivity, validation, positives):
+def _threshold_report(chosen, points, tallies, boot_tallies, labels, rule, min_sensitivity, delta, validation,
+                      positives):
     if chosen is None:
         return {}
     figures = {label: {} for label in labels}
     point = thresholds.operating_figures(tallies.sum(axis=0).reshape(-1, 4)) if points else {}
-    boot = thresholds.operating_figures(boot_tallies.reshape(len(boot_tallies), -1, 4)) if points else {}
+    boot = thresholds.operating_figures(boot_tallies.reshape(len(boot_tallies), len(points), 4)) if points else {}
     for k, (name, c) in enumerate(points):
         figures[labels[c]][name] = {"threshold": chosen[name][labels[c]]}
         for measure, values in point.items():
             value, ci = _figure(values[k], boot[measure][:, k])
             enough = too_few_positives(positives[c]) is None  # a sensitivity of 1 of 1 positives has no interval
             figures[labels[c]][name][measure] = {"value": value, "ci": ci if enough else None}
+    values = thresholds.file_thresholds(chosen[rule], labels)
+    guarantee = thresholds.guarantees(validation.y_true, validation.y_score, labels, min_sensitivity, delta)
+    screened = {label: thresholds.not_screened(guarantee[label]) for label in labels
+                if rule == "guaranteed" and values[label] is None}
+    chosen_on = {"source": validation.source, "n_images": validation.n_images}
     return {
         "rule": rule,
         "min_sensitivity": min_sensitivity,
-        "chosen_on": {"source": validation.source, "n_images": validation.n_images},
-        "values": thresholds.file_thresholds(chosen[rule], labels),
+        "delta": delta,
+        "chosen_on": chosen_on,
+        "values": values,
         "not_chosen": [label for label in labels if chosen[rule][label] is None],
+        "not_screened": screened,
+        "guarantee": guarantee,
         "per_class": figures,
+        # thresholds.json: what `mamsf export` and `mamsf predict` read
+        "file": {"rule": rule, "min_sensitivity": min_sensitivity, "delta": delta, "chosen_on": chosen_on,
+                 "thresholds": values, "not_screened": screened,
+                 "classes": guarantee if rule == "guaranteed" else {}},
     }
 
 

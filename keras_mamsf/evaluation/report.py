@@ -26,7 +26,7 @@ def write_evaluation(out_dir, predictions, metrics):
     write_json_atomic(paths["metrics"], metrics)
     if metrics["thresholds"]:
         paths["thresholds"] = os.path.join(out_dir, "thresholds.json")
-        write_json_atomic(paths["thresholds"], metrics["thresholds"]["values"])
+        write_json_atomic(paths["thresholds"], metrics["thresholds"]["file"])
     images = {"roc_curves.png": plots.curve_grid(predictions, metrics, "roc"),
               "pr_curves.png": plots.curve_grid(predictions, metrics, "pr"),
               "reliability.png": plots.reliability_diagram(predictions, metrics),
@@ -140,11 +140,16 @@ def _threshold_blocks(report):
         return blocks + [("p", "Not chosen: pass --thresholds-from (a validation split or its predictions file). "
                                "Thresholds are never chosen on the set they are reported on.")]
     blocks.append(("p", f"Chosen on {report['chosen_on']['source']} ({report['chosen_on']['n_images']} images); "
-                        f"thresholds.json holds the {report['rule']!r} rule's values (sensitivity >= "
-                        f"{report['min_sensitivity']:g} for the 'sensitivity' rule). Figures below are on this set."))
-    if report["not_chosen"]:
+                        f"thresholds.json holds the {report['rule']!r} rule's values (S = "
+                        f"{report['min_sensitivity']:g}; the 'guaranteed' rule's lower bound of sensitivity holds "
+                        f"with probability {1 - report.get('delta', 0.05):g}). Figures below are on this set."))
+    if report.get("not_screened"):
+        blocks.append(("p", "Not screened (no guaranteed threshold; the device shows these classes as not screened, "
+                            "never as negative): " + "; ".join(f"{label} ({reason.split(': ', 1)[1]})" for label, reason
+                                                               in report["not_screened"].items()) + "."))
+    elif report["not_chosen"]:
         blocks.append(("p", f"No threshold could be chosen for {', '.join(report['not_chosen'])} (no positive or no "
-                            "negative in the validation set): thresholds.json gives them 0.5."))
+                            "negative in the validation set): thresholds.json gives them none."))
     rows = []
     for label, rules in report["per_class"].items():
         by_threshold = {}  # rules that chose the same threshold share one row

@@ -16,7 +16,8 @@ def score_split(model_path, source, split="test", batch_size=32, threads=None, r
     """`(Predictions, details)` of `model_path` on `split` of `source` (a `data.sources` image source:
     PNG records or prepared shards, at the model's input size).
 
-    `details` says where the images came from, the output read and the image size. `runner`:
+    `details` says where the images came from, the output read and the image size, and holds the
+    `ood_scores` array when the artifact has the OOD guard's output (not for a JSON record). `runner`:
     `inference.formats.load_runner(model_path)` already loaded (scoring several splits loads once).
     """
     from keras_mamsf.inference.formats import load_runner
@@ -28,7 +29,7 @@ def score_split(model_path, source, split="test", batch_size=32, threads=None, r
     size, channels = square_input(runner, model_path)
     dataset = source.dataset(split, size, batch_size, channels=channels)
     image_index, patient_id = source.ids(split, size)
-    y_true, y_score = [], []
+    y_true, y_score, ood = [], [], []
     for images, batch_labels in dataset.as_numpy_iterator():
         count = len(images)
         if count < batch_size:  # the last batch, padded: one input shape, so graph runtimes trace once
@@ -36,12 +37,17 @@ def score_split(model_path, source, split="test", batch_size=32, threads=None, r
         outputs = runner.predict(images)
         y_score.append(scores_from_outputs({name: value[:count] for name, value in outputs.items()}, use_output))
         y_true.append(batch_labels)
+        if "ood_score" in outputs:
+            ood.append(np.asarray(outputs["ood_score"][:count], dtype="float64").reshape(-1))
     y_score = np.concatenate(y_score)
     if y_score.shape[1] != len(labels):
         raise ValueError(f"{model_path}: {y_score.shape[1]} outputs for {len(labels)} labels")
     predictions = Predictions(np.concatenate(y_true).round(), y_score, labels=labels, patient_id=patient_id,
                               image_index=image_index, source=f"{model_path} on {split}")
-    return predictions, {"images_from": source.kind, "output": use_output, "image_size": size, "channels": channels}
+    details = {"images_from": source.kind, "output": use_output, "image_size": size, "channels": channels}
+    if ood:
+        details["ood_scores"] = np.concatenate(ood)
+    return predictions, details
 
 
 def split_source(model_path, data_root, split, split_method, val_fraction, split_seed, index=None, **details):

@@ -36,7 +36,7 @@ from keras_mamsf.inference.formats import (
     load_runner,
 )
 from keras_mamsf.inference.graph import inference_model, input_shape
-from keras_mamsf.inference.model_card import read_thresholds
+from keras_mamsf.inference.model_card import read_thresholds, run_thresholds, threshold_rule
 from keras_mamsf.inference.signature import INPUT_NAME, OUTPUT_NAMES, SIGNATURE
 from keras_mamsf.utils import atomic_directory, atomic_path
 from keras_mamsf.utils.digest import sha256_of
@@ -63,13 +63,19 @@ def parse_formats(text):
 
 def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibration_data=None, parity_data=None,
                  verify=True, io_type="uint8", thresholds_path=None, calibration_images=300, parity_images=200,
-                 seed=0, gates=None, log=None, keep_failed=True):
+                 seed=0, gates=None, log=None, keep_failed=True, guard_path=None, ood_alpha=None):
     """Writes the artifacts, `labels.txt` and `manifest.json` into `out_dir`; returns the manifest
     with `ok` (every artifact converted and passed its gate) and `failed` (their names).
 
     An artifact that fails its parity gate never keeps its normal name (which a device build
     or `mamsf predict` would pick up): it is renamed `NAME.FAILED.EXT` (`keep_failed`, the
-    default) or deleted; its manifest entry says `status: failed` and gives the `file`."""
+    default) or deleted; its manifest entry says `status: failed` and gives the `file`.
+
+    Every artifact carries the out-of-distribution guard's `ood_score` output (`keras_mamsf.guard`): the
+    guard at `guard_path`, else the one a `mamsf train` run wrote beside the model (`ood_guard.npz`), else
+    one fitted now on `calibration_data` (or `parity_data`): train images, threshold on validation images at
+    `ood_alpha`. With no data at all it is fitted on synthetic images and the manifest says it guards
+    nothing real."""
     from keras_mamsf.labels import CHESTXRAY14_LABELS
     from keras_mamsf.models.io import load_model
 
@@ -81,7 +87,9 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         raise ValueError("int8 needs --calibration-data ROOT (an NIH-layout root or a folder of prepared shards)")
     trained = load_model(model_path, compile=False)
     source_sha = sha256_of(model_path)
-    model = inference_model(trained)  # the reference of every parity check
+    guard, guard_note = _guard(model_path, guard_path, calibration_data or parity_data, trained, ood_alpha, seed)
+    log(f"OOD guard: {guard_note}")
+    model = inference_model(trained, guard)  # the reference of every parity check
     graph, fold_note = fold_grayscale_stem(model)  # what the artifacts are converted from
     log(f"graph: {fold_note}")
     height, width, channels = input_shape(model)
@@ -90,18 +98,25 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         raise ValueError(f"{model_path}: {classes} outputs, but exports carry the {len(CHESTXRAY14_LABELS)} "
                          "ChestX-ray14 labels; train with num_classes=14")
     labels = list(CHESTXRAY14_LABELS)
+    thresholds_path = thresholds_path or run_thresholds(model_path)  # a run folder's own, chosen on its val split
     thresholds, threshold_source = read_thresholds(thresholds_path, labels)
 
     calibration = None
     if TFLITE in formats and litert.INT8 in variants:
         from keras_mamsf.export.calibration import load_images
+        from keras_mamsf.guard.ood_guard import calibration_anchors
 
         images, _, source = load_images(calibration_data, "train", height, channels, calibration_images, seed)
+        anchors = calibration_anchors(height, channels, seed)
+        images = np.concatenate([images, anchors])
+        source += (f"; + {len(anchors)} images the OOD guard must flag (black, white, grey, 2 uniform noise), so "
+                   "that its int8 ranges reach them")
         calibration = {"images": images, "source": source}
         log(f"calibration: {len(images)} images from {source}")
     held_out = _held_out(parity_data or calibration_data, height, channels, parity_images, seed) if verify else None
     if held_out is not None:
-        held_out["reference"] = model.predict(held_out["images"], verbose=0, batch_size=32)["probs"]
+        reference = model.predict(held_out["images"], verbose=0, batch_size=32)
+        held_out["reference"], held_out["reference_ood"] = reference["probs"], reference["ood_score"]
         log(f"parity: {len(held_out['images'])} images from {held_out['source']}")
 
     record = manifest.new_manifest(
@@ -118,11 +133,14 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
          "anchor": getattr(trained, "anchor_mode", None), "dtype_policy": _training_policy(trained)},
     )
     record["graph"] = {"grayscale_stem": fold_note}
+    record["ood_guard"] = dict(guard.record(), fitted=guard_note)
+    record["thresholds"]["rule"] = threshold_rule(thresholds_path)
     record["parity_data"] = None if held_out is None else {"source": held_out["source"],
                                                             "images": len(held_out["images"])}
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".mamsf_export_", dir=out_dir)
     job = types.SimpleNamespace(held_out=held_out, labels=labels, thresholds=thresholds, gates=gates, log=log,
+                                ood_threshold=guard.threshold,
                                 variants=variants, calibration=calibration, io_type=io_type, work=work)
     try:
         for fmt in formats:
@@ -195,12 +213,45 @@ def _held_out(root, size, channels, count, seed):
     return {"images": images, "labels": labels, "source": source, "cleanup": cleanup}
 
 
+def _guard(model_path, guard_path, data_root, model, alpha, seed):
+    """`(OODGuard, one line on where it came from)` for `export_model`."""
+    from keras_mamsf.guard import ALPHA, OODGuard, guard_beside, guard_from_source
+
+    size, channels = int(model.inputs[0].shape[1]), int(model.inputs[0].shape[-1])
+    if guard_path is not None:
+        return OODGuard.load(guard_path), f"{guard_path} (threshold {OODGuard.load(guard_path).threshold:.3f})"
+    beside = guard_beside(model_path)
+    if beside is not None and alpha is None:
+        return beside, f"the run's ood_guard.npz ({beside.source}; threshold {beside.threshold:.3f})"
+    alpha = ALPHA if alpha is None else alpha
+    if data_root is not None:
+        from keras_mamsf.data.sources import open_root
+
+        guard = guard_from_source(open_root(data_root), size, channels, alpha=alpha, seed=seed, where=str(data_root))
+        return guard, f"fitted now on {guard.source} (threshold {guard.threshold:.3f})"
+    from keras_mamsf.data.sources import open_root
+    from keras_mamsf.data.synth import write_synthetic
+
+    scratch = tempfile.mkdtemp(prefix="mamsf_guard_")
+    try:
+        root = os.path.join(scratch, "synthetic")
+        write_synthetic(root, images=400, size=max(size, 64), seed=seed)
+        guard = guard_from_source(open_root(root), size, channels, alpha=alpha, seed=seed,
+                                  where="synthetic images (no --calibration-data): it guards nothing real")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return guard, f"fitted now on {guard.source}; pass --calibration-data ROOT for a real guard"
+
+
 def _verify(path, gate, variant, job):
     if job.held_out is None:
         return {"status": "unverified"}
     outputs = load_runner(path).predict(job.held_out["images"])
-    return parity.artifact_parity(gate, variant, job.held_out["reference"], outputs, job.held_out["labels"],
-                                  job.labels, [job.thresholds[label] for label in job.labels], job.gates)
+    check = parity.artifact_parity(gate, variant, job.held_out["reference"], outputs, job.held_out["labels"],
+                                   job.labels, [job.thresholds[label] for label in job.labels], job.gates)
+    if "ood_score" in outputs:
+        check["ood_score"] = parity.ood_parity(job.held_out["reference_ood"], outputs["ood_score"], job.ood_threshold)
+    return check
 
 
 def _entry(path, fmt, variant, check, extra=None):
@@ -316,6 +367,10 @@ def _summary(check):
             f"{-(figures['macro_auc_drop'] or 0.0):+.4f}, agreement {figures['threshold_agreement']:.4f}")
     if len(check["paths"]) > 1:
         text += f" (via {check['use_output']})"
+    if "ood_score" in check:
+        ood = check["ood_score"]
+        spearman = "n/a" if ood["spearman"] is None else f"{ood['spearman']:.4f}"
+        text += f"; ood_score Spearman {spearman}, verdicts agree {ood['verdict_agreement']:.4f}"
     return text + ("" if not check["failures"] else f"; {'; '.join(check['failures'])}")
 
 

@@ -37,6 +37,9 @@ def new_manifest(labels, input_spec, thresholds, threshold_source, source):
         "outputs": {
             "probs": "float32 (batch, classes): sigmoid probabilities, label order as `labels`",
             "logits": "float32 (batch, classes): logits; sigmoid(logits) = probs",
+            "ood_score": "float32 (batch,): the out-of-distribution guard's score (Mahalanobis distance of the "
+                         "image's statistics from the training images'); above `ood_guard.threshold` the image is "
+                         "not like the training images: withhold the findings",
         },
         "thresholds": {"values": thresholds, "source": threshold_source},
         "source_model": source,

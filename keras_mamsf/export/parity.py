@@ -15,7 +15,8 @@ from keras_mamsf.stats.metrics import per_class_auc
 def compare(reference, candidate, labels, names, thresholds):
     """Figures of `candidate` probabilities against `reference` (the Keras float model)."""
     reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
-    thresholds = np.asarray(thresholds, "float64")
+    # a class without a threshold ("not screened": None) is never called, by either model
+    thresholds = np.asarray([np.nan if t is None else t for t in thresholds], "float64")
     ref_auc = per_class_auc(labels, reference, names)
     new_auc = per_class_auc(labels, candidate, names)
     drops = {
@@ -82,4 +83,19 @@ def artifact_parity(gate_kind, variant, reference, outputs, labels, names, thres
         "use_output": use,
         "failures": [] if passing else verdicts[use][1],
         "paths": paths,
+    }
+
+
+def ood_parity(reference, candidate, threshold):
+    """The OOD guard's `ood_score` of an artifact against the Keras float model's: Spearman's rank correlation,
+    the share of images on the same side of the threshold, and the largest absolute difference."""
+    from scipy.stats import spearmanr
+
+    reference, candidate = np.asarray(reference, "float64").reshape(-1), np.asarray(candidate, "float64").reshape(-1)
+    constant = np.ptp(reference) == 0 or np.ptp(candidate) == 0
+    return {
+        "images": int(len(reference)),
+        "spearman": None if constant else float(spearmanr(reference, candidate).statistic),
+        "verdict_agreement": float(np.mean((reference > threshold) == (candidate > threshold))),
+        "max_abs_diff": float(np.max(np.abs(reference - candidate))),
     }

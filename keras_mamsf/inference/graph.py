@@ -5,7 +5,8 @@ graphs do not convert: ONNX refuses them and TFLite would keep float16 / bfloat1
 loads the trained weights (anchor weights included: for "branch" they are part of the graph,
 for "shadow" the layer reads them in inference), and returns a model with the two named
 outputs of every artifact: `{"probs": sigmoid probabilities, "logits": logits}`, both
-float32, computed with `training=False`.
+float32, computed with `training=False`, and with a guard (`keras_mamsf.guard.OODGuard`) a third,
+`"ood_score"` (batch,), computed from the same input image.
 """
 
 import keras
@@ -44,16 +45,19 @@ def float32_rebuild(model):
     return rebuilt
 
 
-def inference_model(model):
-    """`image -> {"probs", "logits"}` in float32 with the trained (and anchor) weights."""
+def inference_model(model, guard=None):
+    """`image -> {"probs", "logits"}` (and `"ood_score"` with a `guard`) in float32 with the trained (and anchor)
+    weights."""
     if "logits" not in [layer.name for layer in model.layers]:
         raise ValueError(f"{model.name}: no layer named 'logits'; export needs a model from build_model")
     rebuilt = float32_rebuild(model)
-    return keras.Model(
-        rebuilt.inputs,
-        {"probs": rebuilt.output, "logits": rebuilt.get_layer("logits").output},
-        name=f"{model.name}_inference",
-    )
+    outputs = {"probs": rebuilt.output, "logits": rebuilt.get_layer("logits").output}
+    if guard is not None:
+        if guard.image_size and guard.image_size != int(rebuilt.inputs[0].shape[1]):
+            raise ValueError(f"{model.name}: the OOD guard was fitted at {guard.image_size} px, the model takes "
+                             f"{rebuilt.inputs[0].shape[1]} px; fit it again at the model's size")
+        outputs["ood_score"] = guard.layer(name="ood_score", dtype="float32")(rebuilt.inputs[0])
+    return keras.Model(rebuilt.inputs, outputs, name=f"{model.name}_inference")
 
 
 def input_shape(model):

@@ -15,8 +15,10 @@ RUN_THRESHOLDS_NAME = "thresholds.json"
 
 
 def read_thresholds(path, labels):
-    """`{label: threshold}` from a JSON file (`{label: t}` or `{"thresholds": {label: t}}`);
-    0.5 for every label without a file."""
+    """`{label: threshold or None}` from a JSON file (`{label: t}`, or a run's thresholds.json:
+    `{"rule": ..., "thresholds": {label: t or null}, ...}`); None is "not screened" (the guaranteed rule
+    had too few validation positives): never called positive, never reported negative. 0.5 for every
+    label without a file."""
     if path is None:
         return {label: 0.5 for label in labels}, "default 0.5 (no --thresholds file)"
     try:
@@ -32,10 +34,30 @@ def read_thresholds(path, labels):
     unknown = [key for key in data if key not in labels]
     if missing or unknown:
         raise ValueError(f"{path}: thresholds missing for {missing} / unknown labels {unknown}; give one per label")
-    bad = [label for label in labels if not isinstance(data[label], (int, float)) or not 0.0 < data[label] < 1.0]
+    bad = [label for label in labels if data[label] is not None
+           and (not isinstance(data[label], (int, float)) or not 0.0 < data[label] < 1.0)]
     if bad:
-        raise ValueError(f"{path}: thresholds must be numbers in (0, 1); bad: {bad}")
-    return {label: float(data[label]) for label in labels}, os.path.abspath(path)
+        raise ValueError(f"{path}: thresholds must be numbers in (0, 1) or null (not screened); bad: {bad}")
+    return ({label: None if data[label] is None else float(data[label]) for label in labels},
+            os.path.abspath(path))
+
+
+def threshold_rule(path):
+    """What a run's thresholds.json says about its rule (rule, S, delta, the guarantee per class, the classes
+    not screened); None for a plain `{label: t}` file or no file."""
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if not isinstance(data, dict) or "rule" not in data:
+        return None
+    return {key: data.get(key) for key in ("rule", "min_sensitivity", "delta", "not_screened", "classes")}
+
+
+def run_thresholds(model_path):
+    """The thresholds.json a `mamsf train` run wrote beside `model_path`, or None."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path).rstrip(os.sep))), RUN_THRESHOLDS_NAME)
+    return beside if os.path.isfile(beside) else None
 
 
 def find_manifest(model_path):
@@ -78,9 +100,20 @@ def model_card_with_source(model_path):
         use_output = ((entry or {}).get("parity") or {}).get("use_output", "probs")
         return record["labels"], record["thresholds"]["values"], use_output, record["thresholds"].get("source")
     labels = list(CHESTXRAY14_LABELS)
-    beside = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path).rstrip(os.sep))), RUN_THRESHOLDS_NAME)
-    thresholds, source = read_thresholds(beside if os.path.isfile(beside) else None, labels)
+    thresholds, source = read_thresholds(run_thresholds(model_path), labels)
     return labels, thresholds, "probs", source
+
+
+def ood_threshold(model_path):
+    """The OOD guard's threshold for `model_path`'s `ood_score`: from the manifest beside an export, or the
+    `ood_guard.npz` beside a `.keras` file; None when there is no guard."""
+    record, _ = find_manifest(model_path)
+    if record:
+        return (record.get("ood_guard") or {}).get("threshold")
+    from keras_mamsf.guard import guard_beside
+
+    guard = guard_beside(model_path)
+    return None if guard is None else guard.threshold
 
 
 def read_manifest(path):

@@ -2,7 +2,7 @@
 
     runner = formats.load_runner("out/model_int8.tflite")  # .keras, SavedModel dir, .tflite, .onnx
     runner.input_shape                                      # (H, W, C)
-    runner.predict(images)                                  # float32 NHWC 0..255 -> {"probs", "logits"}
+    runner.predict(images)      # float32 NHWC 0..255 -> {"probs", "logits", "ood_score" (when the artifact has it)}
 
 The runtimes are the ones the artifacts ship to: Keras (`safe_mode=True`), TensorFlow's
 SavedModel loader (signature "serve"), the LiteRT interpreter (`ai-edge-litert`, signature
@@ -34,17 +34,28 @@ def scores_from_outputs(outputs, use_output="probs"):
     return np.asarray(sigmoid(outputs["logits"]) if use_output == "logits" else outputs["probs"], dtype="float64")
 
 
+def present(names):
+    """The signature's outputs among `names`, in signature order."""
+    names = set(names)
+    return [name for name in OUTPUT_NAMES if name in names]
+
+
 class KerasRunner:
+    """A `.keras` file, with the OOD guard a `mamsf train` run wrote beside it (`ood_guard.npz`) when there is one."""
+
     def __init__(self, path):
+        from keras_mamsf.guard import guard_beside
         from keras_mamsf.inference.graph import inference_model, input_shape
         from keras_mamsf.models.io import load_model
 
-        self.model = inference_model(load_model(path, compile=False))
+        self.guard = guard_beside(path)
+        self.model = inference_model(load_model(path, compile=False), self.guard)
         self.input_shape = input_shape(self.model)
+        self.output_names = present(self.model.output)
 
     def predict(self, images):
         out = self.model.predict(np.asarray(images, dtype="float32"), verbose=0, batch_size=32)
-        return {name: np.asarray(out[name], dtype="float32") for name in OUTPUT_NAMES}
+        return {name: np.asarray(out[name], dtype="float32") for name in self.output_names}
 
 
 class SavedModelRunner:
@@ -58,6 +69,7 @@ class SavedModelRunner:
         self._serve = self._module.signatures[SIGNATURE]
         spec = self._serve.structured_input_signature[1][INPUT_NAME]
         self.input_shape = tuple(int(d) for d in spec.shape[1:])
+        self.output_names = present(self._serve.structured_outputs)
 
     def predict(self, images, batch_size=64):
         import tensorflow as tf
@@ -65,7 +77,7 @@ class SavedModelRunner:
         images = np.asarray(images, dtype="float32")
         parts = [self._serve(**{INPUT_NAME: tf.constant(images[i : i + batch_size])})
                  for i in range(0, len(images), batch_size)]
-        return {name: np.concatenate([p[name].numpy() for p in parts]) for name in OUTPUT_NAMES}
+        return {name: np.concatenate([p[name].numpy() for p in parts]) for name in self.output_names}
 
 
 class LiteRTRunner:
@@ -83,6 +95,7 @@ class LiteRTRunner:
         self._runner = self.interpreter.get_signature_runner(SIGNATURE)
         self.input_detail = self._runner.get_input_details()[INPUT_NAME]
         self.output_details = self._runner.get_output_details()
+        self.output_names = present(self.output_details)
         batch, *shape = (int(d) for d in self.input_detail["shape"])
         if batch != 1:
             raise ValueError(f"{path}: expected a batch-1 input, got {self.input_detail['shape']}")
@@ -90,7 +103,7 @@ class LiteRTRunner:
 
     def predict(self, images):
         images = np.asarray(images, dtype="float32")
-        outputs = {name: [] for name in OUTPUT_NAMES}
+        outputs = {name: [] for name in self.output_names}
         for image in images:
             result = self._runner(**{INPUT_NAME: quantize(image[None], self.input_detail)})
             for name in outputs:
@@ -132,7 +145,8 @@ class OnnxRunner:
         if [i.name for i in inputs] != [INPUT_NAME]:
             raise ValueError(f"{path}: expected exactly one input named {INPUT_NAME!r}, got {[i.name for i in inputs]}")
         self.input_shape = tuple(int(d) for d in inputs[0].shape[1:])
+        self.output_names = present(o.name for o in self.session.get_outputs())
 
     def predict(self, images):
-        values = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: np.asarray(images, dtype="float32")})
-        return dict(zip(OUTPUT_NAMES, values))
+        values = self.session.run(self.output_names, {INPUT_NAME: np.asarray(images, dtype="float32")})
+        return dict(zip(self.output_names, values))

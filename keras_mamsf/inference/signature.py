@@ -1,6 +1,8 @@
-"""The serving signature every artifact has: one input, two outputs (no Keras import here, so the
-runners load without it)."""
+"""The serving signature every artifact has: one input, three outputs (no Keras import here, so the
+runners load without it). `ood_score` (the out-of-distribution guard, `keras_mamsf.guard`) is absent
+from artifacts exported before 0.4 and from a `.keras` file without a guard beside it."""
 
 SIGNATURE = "serve"
 INPUT_NAME = "image"
-OUTPUT_NAMES = ("probs", "logits")
+OUTPUT_NAMES = ("probs", "logits", "ood_score")
+OOD_OUTPUT = "ood_score"

@@ -1,6 +1,10 @@
 """Per-class operating thresholds chosen on validation data, and their figures on test data.
 
 Rules (a score at or above the threshold is called positive, scikit-learn's convention):
+- `"guaranteed"` (the default): the highest threshold whose one-sided (1 - delta) Clopper-Pearson lower
+  bound of sensitivity on the validation positives is at least S (0.90, delta 0.05): with probability
+  >= 1 - delta the population sensitivity is >= S. A class with too few validation positives for that
+  (29 for 0.90 at 0.05) gets none: it is "not screened", never called negative;
 - `"youden"`: the ROC point with the largest sensitivity + specificity - 1 (Youden's J);
 - `"f1"`: the precision-recall point with the largest F1;
 - `"sensitivity"`: the highest threshold whose sensitivity is at least S (default 0.90): a screening
@@ -16,22 +20,29 @@ from sklearn.metrics import precision_recall_curve, roc_curve
 
 from keras_mamsf.stats.ranking import is_scorable
 
-RULES = ("youden", "f1", "sensitivity")
+RULES = ("guaranteed", "youden", "f1", "sensitivity")
+DEFAULT_RULE = "guaranteed"
 MIN_SENSITIVITY = 0.90
+DELTA = 0.05
 # thresholds.json is read by `mamsf export --thresholds`, which takes values strictly inside (0, 1).
 _EPSILON = 1e-7
 
 
-def choose_threshold(y, score, rule, min_sensitivity=MIN_SENSITIVITY):
-    """The threshold of one class under `rule`; None when the class has no positive or no negative."""
+def choose_threshold(y, score, rule, min_sensitivity=MIN_SENSITIVITY, delta=DELTA):
+    """The threshold of one class under `rule`; None when the class has no positive or no negative (or, for
+    "guaranteed", too few positives)."""
     if rule not in RULES:
         raise ValueError(f"unknown threshold rule {rule!r}: choose one of {', '.join(RULES)}")
     if not 0.0 < min_sensitivity <= 1.0:
         raise ValueError(f"the minimum sensitivity must be in (0, 1], got {min_sensitivity}")
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
     y = np.asarray(y).astype(int)
     score = np.asarray(score, dtype="float64")
     if not is_scorable(y):
         return None
+    if rule == "guaranteed":
+        return guaranteed_threshold(y, score, min_sensitivity, delta)[0]
     if rule == "f1":
         precision, recall, cuts = precision_recall_curve(y, score)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -48,11 +59,22 @@ def choose_threshold(y, score, rule, min_sensitivity=MIN_SENSITIVITY):
     return float(threshold)
 
 
-def choose_thresholds(y_true, y_score, labels, min_sensitivity=MIN_SENSITIVITY):
+def choose_thresholds(y_true, y_score, labels, min_sensitivity=MIN_SENSITIVITY, delta=DELTA):
     """`{rule: {label: threshold or None}}` for every rule, from validation labels and scores."""
-    return {rule: {label: choose_threshold(y_true[:, c], y_score[:, c], rule, min_sensitivity)
+    return {rule: {label: choose_threshold(y_true[:, c], y_score[:, c], rule, min_sensitivity, delta)
                    for c, label in enumerate(labels)}
             for rule in RULES}
+
+
+def guarantees(y_true, y_score, labels, min_sensitivity=MIN_SENSITIVITY, delta=DELTA):
+    """`{label: {"positives", "needed", "caught", "bound"}}`: what each class's guaranteed threshold rests on."""
+    return {label: guaranteed_threshold(y_true[:, c], y_score[:, c], min_sensitivity, delta)[1]
+            for c, label in enumerate(labels)}
+
+
+def not_screened(info):
+    """The words for a class the guaranteed rule gives no threshold."""
+    return f"not screened: {info['positives']} validation positives, {info['needed']} needed"
 
 
 def positives_needed(sensitivity=MIN_SENSITIVITY, delta=0.05):
@@ -95,10 +117,10 @@ def guaranteed_threshold(y, score, sensitivity=MIN_SENSITIVITY, delta=0.05):
     return None, info
 
 
-def file_thresholds(chosen, labels, default=0.5):
-    """`{label: t}` for thresholds.json: every label gets a value strictly inside (0, 1) (what
-    `mamsf export --thresholds` accepts); a class without a chosen threshold gets `default`."""
-    return {label: float(np.clip(default if chosen.get(label) is None else chosen[label], _EPSILON, 1 - _EPSILON))
+def file_thresholds(chosen, labels):
+    """`{label: t or None}` for thresholds.json: values strictly inside (0, 1) (what `mamsf export --thresholds`
+    accepts); None for a class without a threshold (not screened: never called positive, never negative)."""
+    return {label: None if chosen.get(label) is None else float(np.clip(chosen[label], _EPSILON, 1 - _EPSILON))
             for label in labels}
 
 

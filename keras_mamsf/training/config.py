@@ -21,6 +21,7 @@ from keras_mamsf.losses import DEFAULT as DEFAULT_LOSS
 from keras_mamsf.losses import LOSSES
 from keras_mamsf.losses.weighted_bce import WEIGHTING_SCHEMES
 from keras_mamsf.models.mamsf_classifier import MAMSFClassifier
+from keras_mamsf.stats.thresholds import DEFAULT_RULE, DELTA, MIN_SENSITIVITY, RULES
 
 ANCHORS = tuple(MODES)
 # The model's constructor arguments: every one is a config key of the same name, or stands in
@@ -93,6 +94,13 @@ class TrainConfig:
     seed: int = 0
     # evaluation at the end (on the best checkpoint, test split)
     n_boot: int = 2000
+    # the operating thresholds in thresholds.json, chosen on the val split ("guaranteed": the Clopper-Pearson
+    # lower bound of sensitivity >= min_sensitivity with probability 1 - threshold_delta; stats.thresholds)
+    threshold_rule: str = DEFAULT_RULE
+    min_sensitivity: float = MIN_SENSITIVITY
+    threshold_delta: float = DELTA
+    # the OOD guard (ood_guard.npz, in every export as ood_score): its false-alarm rate on the val split
+    ood_alpha: float = 0.01
     # BatchNorm statistics re-estimated from this many training images when training ends (0: off;
     # training.precise_bn says when a short run needs it)
     precise_bn_images: int = 0
@@ -197,7 +205,7 @@ def parse_value(key, text, where="--set"):
 
 
 _CHOICES = {"anchor": ANCHORS, "loss": LOSSES, "class_weighting": WEIGHTING_SCHEMES, "split": SPLITS,
-            "view": VIEWS, "dtype_policy": DTYPE_POLICIES, "channels": (1, 3)}
+            "view": VIEWS, "dtype_policy": DTYPE_POLICIES, "channels": (1, 3), "threshold_rule": RULES}
 # (low, high, low inclusive, high inclusive)
 _RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True, False),
            "anchor_warmup_gamma": (0.0, 1e12, False, True), "anchor_warmup_power": (0.0, 100.0, False, True),
@@ -207,7 +215,9 @@ _RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True
            "learning_rate": (0.0, 10.0, False, True), "weight_decay": (0.0, 1.0, True, True),
            "warmup_epochs": (0.0, 1000.0, True, True), "epochs": (1, 100000, True, True),
            "batch_size": (1, 65536, True, True), "n_boot": (0, 1000000, True, True),
-           "drift_per_class": (1, 100000, True, True), "precise_bn_images": (0, 1000000, True, True)}
+           "drift_per_class": (1, 100000, True, True), "precise_bn_images": (0, 1000000, True, True),
+           "min_sensitivity": (0.0, 1.0, False, True), "threshold_delta": (0.0, 1.0, False, False),
+           "ood_alpha": (0.0, 1.0, False, False)}
 
 
 def _coerce(key, value):

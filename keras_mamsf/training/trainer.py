@@ -5,8 +5,10 @@
 RUN_DIR gets: `config.toml` (the resolved config; `--config` it to repeat the run), `backup/`
 (Keras' `BackupAndRestore`: weights, optimizer, anchor and the epoch), `logs/` (TensorBoard),
 `history.csv` (`CSVLogger`), `best.keras` (best validation macro AUC, atomic) with `best.keras.json`,
-`final.keras` (the last epoch's model), and the evaluation of `best.keras` on the test split:
-`predictions.npz`, `metrics.json`, `thresholds.json` (chosen on val), `report.md` / `.html`, plots;
+`final.keras` (the last epoch's model), `ood_guard.npz` (the out-of-distribution guard: training images,
+threshold on val; `keras_mamsf.guard`), and the evaluation of `best.keras` on the test split:
+`predictions.npz`, `metrics.json` (with how many test images the guard flags), `thresholds.json` (chosen
+on val by `threshold_rule`), `report.md` / `.html`, plots;
 with `drift_monitor = true`, `drift.json`, `drift_centroids.npz` and `drift.png` (`DriftMonitor`).
 
 A run killed at any point and started again with the same command continues at the start of the
@@ -117,8 +119,29 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         images = _precise_bn(config, source, sorted({best_path, final_path}))
         log(f"BatchNorm statistics re-estimated from {images} training images in {os.path.basename(best_path)}"
             + ("" if best_path == final_path else f" and {os.path.basename(final_path)}"))
+    guard = _fit_guard(config, source, run_dir, data_root)
+    log(f"OOD guard: {guard.source}; threshold {guard.threshold:.3f} (alpha {guard.alpha:g})")
     summary = evaluate_run(best_path, parts, config, run_dir, index, config_path, source)
     return summary
+
+
+def _fit_guard(config, source, run_dir, data_root):
+    """Fits the OOD guard on training images (threshold on the val split) and writes `ood_guard.npz`."""
+    import numpy as np
+
+    from keras_mamsf.guard import GUARD_NAME, fit_guard
+    from keras_mamsf.guard.ood_guard import FIT_IMAGES
+
+    def images(dataset):
+        return np.concatenate([x for x, _ in dataset.as_numpy_iterator()])
+
+    train = images(source.sample("train", FIT_IMAGES, config.image_size, 64, channels=config.channels,
+                                 seed=config.seed))
+    val = images(source.dataset("val", config.image_size, 64, channels=config.channels))
+    guard = fit_guard(train, val, alpha=config.ood_alpha,
+                      source=f"{data_root}: {len(train)} train images, threshold on the {len(val)} val images")
+    guard.save(os.path.join(run_dir, GUARD_NAME))
+    return guard
 
 
 def _precise_bn(config, source, paths):
@@ -151,6 +174,7 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, source)
     from keras_mamsf.evaluation import evaluate_predictions
     from keras_mamsf.evaluation.report import write_evaluation
     from keras_mamsf.evaluation.scoring import score_split, split_source
+    from keras_mamsf.guard import flagged_report
     from keras_mamsf.inference.formats import load_runner
 
     batch = max(config.batch_size, 64)
@@ -159,8 +183,13 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, source)
     test, details = score_split(model_path, source, split="test", batch_size=batch, runner=runner)
     val, _ = score_split(model_path, source, split="val", batch_size=batch, runner=runner)
     source = split_source(model_path, index.root, "test", config.split, config.val_fraction, config.split_seed, index,
-                          config=os.path.abspath(config_path), **details)
-    metrics = evaluate_predictions(test, n_boot=config.n_boot, seed=config.seed, validation=val, source=source)
+                          config=os.path.abspath(config_path),
+                          **{key: value for key, value in details.items() if key != "ood_scores"})
+    metrics = evaluate_predictions(test, n_boot=config.n_boot, seed=config.seed, validation=val, source=source,
+                                   threshold_rule=config.threshold_rule, min_sensitivity=config.min_sensitivity,
+                                   delta=config.threshold_delta)
+    if "ood_scores" in details:
+        metrics["ood_guard"] = flagged_report(details["ood_scores"], runner.guard.threshold, test.image_index)
     paths = write_evaluation(run_dir, test, metrics)
     summary = {"run_dir": run_dir, "model": model_path, "metrics": metrics, "paths": paths}
     from keras_mamsf.utils import write_text_atomic
