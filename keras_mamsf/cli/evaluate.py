@@ -193,8 +193,19 @@ def print_summary(metrics, paths):
         print(f"thresholds ({metrics['thresholds']['rule']} rule, "
               f"chosen on {metrics['thresholds']['chosen_on']['source']}): "
               f"{paths['thresholds']}")
-        for label, reason in metrics["thresholds"].get("not_screened", {}).items():
-            print(f"  {label}: {reason}")
+        report = metrics["thresholds"]
+        rule = report["rule"]
+        for label, value in report["values"].items():
+            if value is None:
+                print(f"  {label:<20} {report['not_screened'].get(label, 'no threshold')}")
+                continue
+            figures = report["per_class"][label].get(rule, {})
+            guarantee = report["guarantee"][label] if rule == "guaranteed" else None
+            basis = "" if guarantee is None else (f" (val: {guarantee['caught']} of {guarantee['positives']} caught, "
+                                                  f"bound {guarantee['bound']:.3f})")
+            print(f"  {label:<20} {value:.4f}{basis}: test sensitivity "
+                  f"{value_text(figures['sensitivity']['value'], figures['sensitivity']['ci'])}, specificity "
+                  f"{value_text(figures['specificity']['value'], figures['specificity']['ci'])}")
     if metrics.get("ood_guard"):
         guard = metrics["ood_guard"]
         print(f"OOD guard: flagged {guard['flagged']} of {guard['images']} images ({100 * guard['share']:.1f}%; "
