@@ -21,14 +21,17 @@ _EXPORTS = {
     "MomentumAnchor": "keras_mamsf.anchor",
     "MomentumAnchoredModel": "keras_mamsf.models",
     "MultiScaleFusion": "keras_mamsf.layers",
+    "OODGuard": "keras_mamsf.guard",
+    "OODScore": "keras_mamsf.layers",
     "anchor_decay": "keras_mamsf.anchor",
     "build_model": "keras_mamsf.models",
     "default_callbacks": "keras_mamsf.training",
+    "fit_guard": "keras_mamsf.guard",
     "load_model": "keras_mamsf.models",
     "register_backbone": "keras_mamsf.backbones",
     "save_model": "keras_mamsf.models",
     **{name: f"keras_mamsf.{name}" for name in ("losses", "training", "data", "evaluation", "export", "inference",
-                                                "stats")},
+                                                "stats", "guard")},
 }
 __getattr__, __dir__ = lazy_attributes(__name__, _EXPORTS)
 __all__ = sorted(["CHESTXRAY14_LABELS", "__version__", *_EXPORTS])

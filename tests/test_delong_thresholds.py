@@ -166,7 +166,9 @@ def test_the_guaranteed_rule_is_the_default_and_its_file_says_what_it_rests_on()
     bound = sensitivity_lower_bound(caught, 80, 0.05)
     assert report["guarantee"]["common"]["bound"] == pytest.approx(bound) and bound >= 0.9
     assert sensitivity_lower_bound(caught - 1, 80, 0.05) < 0.9  # the highest threshold: one fewer would not do
-    written = report["file"]
+    from keras_mamsf.evaluation.evaluate import thresholds_file
+
+    written = thresholds_file(report)
     assert (written["rule"], written["min_sensitivity"], written["delta"]) == ("guaranteed", 0.9, 0.05)
     assert written["thresholds"] == report["values"] and written["classes"]["rare"]["positives"] == 12
     figures = report["per_class"]["common"]["guaranteed"]["sensitivity"]

@@ -48,7 +48,9 @@ def test_evaluate_predictions_writes_every_file(tmp_path, capsys):
     assert metrics["macro"]["not_scorable"] == ["Hernia"] and metrics["macro"]["classes"] == 2
     thresholds = json.loads((out / "thresholds.json").read_text())
     assert list(thresholds["thresholds"]) == LABELS and thresholds["thresholds"] == metrics["thresholds"]["values"]
-    assert thresholds["rule"] == "guaranteed" and thresholds == metrics["thresholds"]["file"]
+    from keras_mamsf.evaluation.evaluate import thresholds_file
+
+    assert thresholds["rule"] == "guaranteed" and thresholds == thresholds_file(metrics["thresholds"])
     assert Predictions.load(out / "predictions.npz").image_index.tolist() == test.image_index.tolist()
     from PIL import Image
 

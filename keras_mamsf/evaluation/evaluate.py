@@ -193,11 +193,16 @@ def _threshold_report(chosen, points, tallies, boot_tallies, labels, rule, min_s
         "not_screened": screened,
         "guarantee": guarantee,
         "per_class": figures,
-        # thresholds.json: what `mamsf export` and `mamsf predict` read
-        "file": {"rule": rule, "min_sensitivity": min_sensitivity, "delta": delta, "chosen_on": chosen_on,
-                 "thresholds": values, "not_screened": screened,
-                 "classes": guarantee if rule == "guaranteed" else {}},
     }
+
+
+def thresholds_file(report):
+    """thresholds.json (what `mamsf export` and `mamsf predict` read) from `metrics["thresholds"]`: the rule, S,
+    delta, where they were chosen, `{label: threshold or None}`, the classes not screened, and under the
+    guaranteed rule what each threshold rests on."""
+    return {"rule": report["rule"], "min_sensitivity": report["min_sensitivity"], "delta": report["delta"],
+            "chosen_on": report["chosen_on"], "thresholds": report["values"], "not_screened": report["not_screened"],
+            "classes": report["guarantee"] if report["rule"] == "guaranteed" else {}}
 
 
 def compare_predictions(a, b, n_boot=bootstrap.N_BOOT, seed=0):

@@ -10,6 +10,7 @@ import html
 import os
 
 from keras_mamsf.evaluation import plots
+from keras_mamsf.evaluation.evaluate import thresholds_file
 from keras_mamsf.evaluation.plots import p_text, value_text
 from keras_mamsf.utils import write_bytes_atomic, write_json_atomic, write_text_atomic
 
@@ -26,7 +27,7 @@ def write_evaluation(out_dir, predictions, metrics):
     write_json_atomic(paths["metrics"], metrics)
     if metrics["thresholds"]:
         paths["thresholds"] = os.path.join(out_dir, "thresholds.json")
-        write_json_atomic(paths["thresholds"], metrics["thresholds"]["file"])
+        write_json_atomic(paths["thresholds"], thresholds_file(metrics["thresholds"]))
     images = {"roc_curves.png": plots.curve_grid(predictions, metrics, "roc"),
               "pr_curves.png": plots.curve_grid(predictions, metrics, "pr"),
               "reliability.png": plots.reliability_diagram(predictions, metrics),
