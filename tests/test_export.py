@@ -62,6 +62,13 @@ def test_every_format_matches_keras_in_its_own_runtime(exported):
         if tolerance == 1e-4:
             assert figures["max_dp"] <= 1e-4 and figures["threshold_agreement"] == 1.0
     assert set(artifacts["model_int8.tflite"]["parity"]["paths"]) == {"probs", "logits"}
+    # Beside the gate, the non-inferiority test of the quantized file's AUCs (issue 24's statistic).
+    test = artifacts["model_int8.tflite"]["parity"]["noninferiority"]
+    assert (test["margin"], test["min_positives"], test["resampling"]) == (0.02, 20, "distinct image")
+    assert set(test["per_class"]) == set(CHESTXRAY14_LABELS) and test["images"] == 24
+    assert all(entry["verdict"] == "not judged" for entry in test["per_class"].values())  # 24 images: none has 20
+    assert test["macro"]["verdict"] == "not judged" and not test["passed"]
+    assert "noninferiority" not in artifacts["model.onnx"]["parity"]
 
 
 def test_signatures_shapes_and_single_onnx_input(exported):

@@ -210,7 +210,9 @@ def _held_out(root, size, channels, count, seed):
     images, labels, source = load_images(root, "test", size, channels, count, seed + 1)
     if cleanup:
         source = f"synthetic ({len(images)} images drawn by mamsf synth; no --parity-data given)"
-    return {"images": images, "labels": labels, "source": source, "cleanup": cleanup}
+    # The distinct images (rare classes' positives are repeated): what a bootstrap of these figures resamples.
+    _, clusters = np.unique(images.reshape(len(images), -1), axis=0, return_inverse=True)
+    return {"images": images, "labels": labels, "source": source, "cleanup": cleanup, "clusters": clusters.reshape(-1)}
 
 
 def _guard(model_path, guard_path, data_root, model, alpha, seed):
@@ -248,7 +250,8 @@ def _verify(path, gate, variant, job):
         return {"status": "unverified"}
     outputs = load_runner(path).predict(job.held_out["images"])
     check = parity.artifact_parity(gate, variant, job.held_out["reference"], outputs, job.held_out["labels"],
-                                   job.labels, [job.thresholds[label] for label in job.labels], job.gates)
+                                   job.labels, [job.thresholds[label] for label in job.labels], job.gates,
+                                   clusters=job.held_out["clusters"])
     if "ood_score" in outputs:
         check["ood_score"] = parity.ood_parity(job.held_out["reference_ood"], outputs["ood_score"], job.ood_threshold)
     return check
@@ -367,6 +370,13 @@ def _summary(check):
             f"{-(figures['macro_auc_drop'] or 0.0):+.4f}, agreement {figures['threshold_agreement']:.4f}")
     if len(check["paths"]) > 1:
         text += f" (via {check['use_output']})"
+    if "noninferiority" in check:
+        test = check["noninferiority"]
+        judged = [label for label, entry in test["per_class"].items() if entry["verdict"] != "not judged"]
+        text += (f"; non-inferiority (margin {test['margin']:g}, {len(judged)} classes with >= "
+                 f"{test['min_positives']} positives): macro {test['macro']['verdict']}"
+                 + "".join(f", {label} {test['per_class'][label]['verdict']}" for label in judged
+                           if test["per_class"][label]["verdict"] != "pass"))
     if "ood_score" in check:
         ood = check["ood_score"]
         spearman = "n/a" if ood["spearman"] is None else f"{ood['spearman']:.4f}"

@@ -63,9 +63,11 @@ def check_gate(figures, gate):
     return not reasons, reasons
 
 
-def artifact_parity(gate_kind, variant, reference, outputs, labels, names, thresholds, gates=None):
+def artifact_parity(gate_kind, variant, reference, outputs, labels, names, thresholds, gates=None, clusters=None):
     """The parity entry of one artifact: figures per output path, the path to use, the verdict.
-    `gate_kind`: "exact" or "quantized" (the format's or TFLite variant's, from their tables)."""
+    `gate_kind`: "exact" or "quantized" (the format's or TFLite variant's, from their tables). A quantized
+    artifact also gets the non-inferiority test of its AUCs (`stats.noninferiority`, resampling `clusters`:
+    the distinct held-out images, since rare classes' positives are repeated), reported beside the gate."""
     from keras_mamsf.export.litert import INT8
     from keras_mamsf.inference.runners import sigmoid
 
@@ -77,13 +79,22 @@ def artifact_parity(gate_kind, variant, reference, outputs, labels, names, thres
     passing = [name for name, (ok, _) in verdicts.items() if ok]
     ranked = sorted(paths, key=lambda name: (paths[name]["macro_auc_drop"] or 0.0, paths[name]["max_dp"]))
     use = (passing and min(passing, key=ranked.index)) or ranked[0]
-    return {
+    entry = {
         "status": "passed" if passing else "failed",
         "gate": gate,
         "use_output": use,
         "failures": [] if passing else verdicts[use][1],
         "paths": paths,
     }
+    if gate_kind == "quantized":
+        from keras_mamsf.stats.noninferiority import auc_noninferiority
+
+        scores = sigmoid(outputs["logits"]) if use == "logits" else outputs["probs"]
+        test = auc_noninferiority(labels, reference, scores, clusters, names)
+        if clusters is not None:
+            test.update(resampling="distinct image", patients=None, distinct_images=test["patients"])
+        entry["noninferiority"] = test
+    return entry
 
 
 def ood_parity(reference, candidate, threshold):
