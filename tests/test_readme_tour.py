@@ -6,6 +6,7 @@ import re
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from keras_mamsf.cli.main import main
@@ -53,3 +54,21 @@ def test_every_tour_command_runs(tmp_path, monkeypatch, capsys):
     thresholds = json.loads((tmp_path / "runs/branch/thresholds.json").read_text())
     assert manifest["thresholds"]["values"] == thresholds["thresholds"]
     assert manifest["thresholds"]["rule"]["rule"] == thresholds["rule"] == "guaranteed"
+    # The int8 file's own thresholds: the run's rule on its own scores of the root's val split (issue 24).
+    own = manifest["artifacts"]["model_int8.tflite"]["thresholds"]
+    assert own["rule"] == "guaranteed" and "model_int8.tflite's own scores" in own["chosen_on"]
+    assert "thresholds" not in manifest["artifacts"]["model.onnx"]
+    from keras_mamsf.data.sources import open_root
+    from keras_mamsf.inference.formats import load_runner
+    from keras_mamsf.inference.model_card import model_card
+    from keras_mamsf.inference.runners import scores_from_outputs
+    from keras_mamsf.stats.thresholds import choose_thresholds, file_thresholds
+
+    images, labels = (np.concatenate(parts) for parts in zip(*open_root("data/synth").dataset(
+        "val", 32, 64, channels=1).as_numpy_iterator()))
+    int8 = "exports/model_int8.tflite"
+    use = manifest["artifacts"]["model_int8.tflite"]["parity"]["use_output"]
+    scores = scores_from_outputs(load_runner(int8).predict(images), use)
+    chosen = choose_thresholds(labels, scores, manifest["labels"])["guaranteed"]
+    assert own["values"] == file_thresholds(chosen, manifest["labels"])
+    assert model_card(int8)[1] == own["values"]  # what predict uses for that file

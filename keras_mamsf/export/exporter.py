@@ -114,6 +114,9 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         calibration = {"images": images, "source": source}
         log(f"calibration: {len(images)} images from {source}")
     held_out = _held_out(parity_data or calibration_data, height, channels, parity_images, seed) if verify else None
+    rule = threshold_rule(thresholds_path)
+    quantized = TFLITE in formats and any(variant != "float32" for variant in variants)
+    own_val = _validation(calibration_data or parity_data, height, channels, log) if rule and quantized else None
     if held_out is not None:
         reference = model.predict(held_out["images"], verbose=0, batch_size=32)
         held_out["reference"], held_out["reference_ood"] = reference["probs"], reference["ood_score"]
@@ -134,13 +137,13 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     )
     record["graph"] = {"grayscale_stem": fold_note}
     record["ood_guard"] = dict(guard.record(), fitted=guard_note)
-    record["thresholds"]["rule"] = threshold_rule(thresholds_path)
+    record["thresholds"]["rule"] = rule
     record["parity_data"] = None if held_out is None else {"source": held_out["source"],
                                                             "images": len(held_out["images"])}
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".mamsf_export_", dir=out_dir)
     job = types.SimpleNamespace(held_out=held_out, labels=labels, thresholds=thresholds, gates=gates, log=log,
-                                ood_threshold=guard.threshold,
+                                ood_threshold=guard.threshold, rule=rule, own_val=own_val,
                                 variants=variants, calibration=calibration, io_type=io_type, work=work)
     try:
         for fmt in formats:
@@ -245,6 +248,45 @@ def _guard(model_path, guard_path, data_root, model, alpha, seed):
     return guard, f"fitted now on {guard.source}; pass --calibration-data ROOT for a real guard"
 
 
+def _validation(root, size, channels, log):
+    """`{"images", "labels", "source"}` of the val split of `root`, for thresholds chosen on a quantized file's own
+    scores; None (said in the log) when there is no root or no val split."""
+    if root is None:
+        return None
+    from keras_mamsf.data.sources import open_root
+
+    source = open_root(root)
+    try:
+        batches = list(source.dataset("val", size, 64, channels=channels).as_numpy_iterator())
+    except (KeyError, ValueError):
+        batches = []
+    if not batches:
+        log(f"thresholds: {root} has no val split; quantized files keep the float model's thresholds")
+        return None
+    images, labels = (np.concatenate(parts) for parts in zip(*batches))
+    return {"images": images.astype("float32"), "labels": labels, "source": f"{root} ({source.describe('val', size)})"}
+
+
+def _own_thresholds(path, name, use_output, job):
+    """The thresholds of the quantized file at `path`, chosen by the run's rule on its own validation scores: the
+    operating point must hold for the model the device runs, not only for the float model."""
+    from keras_mamsf.inference.runners import scores_from_outputs
+    from keras_mamsf.stats import thresholds as rules
+
+    rule, val = job.rule, job.own_val
+    scores = scores_from_outputs(load_runner(path).predict(val["images"]), use_output)
+    minimum = rule.get("min_sensitivity") or rules.MIN_SENSITIVITY
+    delta = rule.get("delta") or rules.DELTA
+    chosen = rules.choose_thresholds(val["labels"], scores, job.labels, minimum, delta)[rule["rule"]]
+    values = rules.file_thresholds(chosen, job.labels)
+    guarantee = rules.guarantees(val["labels"], scores, job.labels, minimum, delta)
+    return {"values": values, "rule": rule["rule"], "min_sensitivity": minimum, "delta": delta,
+            "chosen_on": f"{name}'s own scores on {len(val['images'])} val images of {val['source']}",
+            "not_screened": {label: rules.not_screened(guarantee[label]) for label in job.labels
+                             if values[label] is None and rule["rule"] == "guaranteed"},
+            "classes": guarantee if rule["rule"] == "guaranteed" else {}}
+
+
 def _verify(path, gate, variant, job):
     if job.held_out is None:
         return {"status": "unverified"}
@@ -312,6 +354,9 @@ def _tflite(batch_one, variant, out_dir, job):
     check = _verify(path, litert.VARIANTS[variant], variant, job)
     tensors = _io_details(path)
     extra = {"signature": SIGNATURE, **tensors, "ops": edgetpu.opcodes(edgetpu.read_model(data))}
+    if variant != "float32" and job.own_val is not None:
+        extra["thresholds"] = _own_thresholds(path, name, check.get("use_output", "probs"), job)
+        job.log(f"{name}: thresholds chosen again on its own scores ({extra['thresholds']['chosen_on']})")
     if variant == litert.INT8:
         extra["calibration"] = {"images": len(calibration["images"]), "source": calibration["source"]}
         extra["edgetpu"] = dict(edgetpu.check_edgetpu(data), compiler_command=edgetpu.compiler_command(

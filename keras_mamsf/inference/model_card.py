@@ -87,8 +87,9 @@ def parity_warning(model_path):
 
 def model_card(model_path):
     """`(labels, thresholds, use_output)` of a model file: from the manifest beside it when there is
-    one; else ChestX-ray14's labels, the thresholds of the `thresholds.json` a `mamsf train` run wrote
-    beside its `best.keras` (0.5 each without one) and the `probs` output. `use_output` is the output
+    one (a quantized file's own thresholds when export chose them on its validation scores); else
+    ChestX-ray14's labels, the thresholds of the `thresholds.json` a `mamsf train` run wrote beside its
+    `best.keras` (0.5 each without one) and the `probs` output. `use_output` is the output
     the artifact's parity check found better (an int8 file's `logits`: finer than its 256-level probs)."""
     return model_card_with_source(model_path)[:3]
 
@@ -98,6 +99,9 @@ def model_card_with_source(model_path):
     record, entry = find_manifest(model_path)
     if record:
         use_output = ((entry or {}).get("parity") or {}).get("use_output", "probs")
+        own = (entry or {}).get("thresholds")  # a quantized file's own, chosen on its validation scores
+        if own:
+            return record["labels"], own["values"], use_output, own["chosen_on"]
         return record["labels"], record["thresholds"]["values"], use_output, record["thresholds"].get("source")
     labels = list(CHESTXRAY14_LABELS)
     thresholds, source = read_thresholds(run_thresholds(model_path), labels)
