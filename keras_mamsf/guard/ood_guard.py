@@ -162,23 +162,27 @@ def fit_guard(fit_images, threshold_images, alpha=ALPHA, grid=8, gradient_grid=4
 
 
 def guard_from_source(source, image_size, channels, fit_count=FIT_IMAGES, alpha=ALPHA, seed=0, where=""):
-    """Fits a guard on a sample of `source`'s train split, its threshold on the val split (all of it);
-    a source without a val split (shards or an official split used for export) uses held-back train images."""
+    """Fits a guard on a seeded sample of `source`'s train split (`fit_count` images) and sets its threshold on the
+    whole val split (`mamsf train` at the end of a run, `mamsf export` for a model without one). A val split of
+    fewer than 50 images (or none) cannot place a 99th percentile: a fifth of the train sample is held back for
+    it instead, and the source line says so."""
     train = _images(source.sample("train", fit_count, image_size, 64, channels=channels, seed=seed))
     try:
-        val = _images(source.dataset("val", image_size, 64, channels=channels))
-        held = "val split"
+        val, held = _images(source.dataset("val", image_size, 64, channels=channels)), "val images"
     except (KeyError, ValueError):
         val, held = None, None
     if val is None or len(val) < 50:
         cut = len(train) * 4 // 5
-        train, val, held = train[:cut], train[cut:], "held-back train images"
+        train, val, held = train[:cut], train[cut:], "held-back train images (the val split has fewer than 50)"
     return fit_guard(train, val, alpha=alpha, source=f"{where}: {len(train)} train images, threshold on {len(val)} "
                                                    f"{held}")
 
 
 def _images(dataset):
-    return np.concatenate([x for x, _ in dataset.as_numpy_iterator()]).astype("float32")
+    batches = [x for x, _ in dataset.as_numpy_iterator()]
+    if not batches:
+        raise ValueError("no images in the split")
+    return np.concatenate(batches).astype("float32")
 
 
 def flagged_report(scores, threshold, names=None, listed=20):

@@ -127,19 +127,10 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
 
 def _fit_guard(config, source, run_dir, data_root):
     """Fits the OOD guard on training images (threshold on the val split) and writes `ood_guard.npz`."""
-    import numpy as np
+    from keras_mamsf.guard import GUARD_NAME, guard_from_source
 
-    from keras_mamsf.guard import GUARD_NAME, fit_guard
-    from keras_mamsf.guard.ood_guard import FIT_IMAGES
-
-    def images(dataset):
-        return np.concatenate([x for x, _ in dataset.as_numpy_iterator()])
-
-    train = images(source.sample("train", FIT_IMAGES, config.image_size, 64, channels=config.channels,
-                                 seed=config.seed))
-    val = images(source.dataset("val", config.image_size, 64, channels=config.channels))
-    guard = fit_guard(train, val, alpha=config.ood_alpha,
-                      source=f"{data_root}: {len(train)} train images, threshold on the {len(val)} val images")
+    guard = guard_from_source(source, config.image_size, config.channels, alpha=config.ood_alpha, seed=config.seed,
+                              where=str(data_root))
     guard.save(os.path.join(run_dir, GUARD_NAME))
     return guard
 
