@@ -13,8 +13,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_mamsf"
 FLOORS = [
     {"version", "labels", "utils"},
     {"layers", "losses", "metrics", "stats"},
-    {"anchor", "backbones", "data", "guard"},
-    {"models"},
+    {"anchor", "backbones", "data"},
+    {"models", "guard"},
     {"inference"},
     {"evaluation", "export"},
     {"training", "explain"},

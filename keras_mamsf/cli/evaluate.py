@@ -82,7 +82,7 @@ def run(args):
         raise CommandError("--thresholds-from val: no validation split with --predictions; pass the validation "
                            "predictions file instead (--thresholds-from VAL.npz)")
 
-    validation = None
+    validation, guard_report = None, None  # a predictions file has no OOD scores
     if args.predictions:
         predictions = Predictions.load(args.predictions)
         source = {"predictions": os.path.abspath(args.predictions)}
@@ -95,12 +95,11 @@ def run(args):
             if records is not None and not records["val"]:
                 raise CommandError(f"--thresholds-from val: the val split of {args.data} is empty "
                                    f"(--val-fraction {args.val_fraction}); raise --val-fraction")
-        predictions, source = _score(args, args.model, args.split, records, index)
+        predictions, source, guard_report = _score(args, args.model, args.split, records, index)
         if args.thresholds_from == "val":
-            validation, _ = _score(args, args.model, "val", records, index)
+            validation = _score(args, args.model, "val", records, index)[0]
     if args.thresholds_from not in (None, "val"):
         validation = Predictions.load(args.thresholds_from)
-    guard_report = source.pop("ood_scores", None)
     metrics = evaluate_predictions(predictions, n_boot=args.n_boot, seed=args.seed, validation=validation,
                                    threshold_rule=args.threshold_rule, min_sensitivity=args.min_sensitivity,
                                    source=source, delta=args.delta)
@@ -113,7 +112,7 @@ def run(args):
             raise CommandError("--baseline MODEL needs --model and --data (to score it on the same images); "
                                "with --predictions pass the baseline's predictions file")
         else:
-            baseline, _ = _score(args, args.baseline, args.split, records, index)
+            baseline = _score(args, args.baseline, args.split, records, index)[0]
         metrics["vs_baseline"] = compare_predictions(predictions, baseline, n_boot=args.n_boot, seed=args.seed)
     paths = write_evaluation(args.out, predictions, metrics)
     if args.json:
@@ -135,7 +134,7 @@ def _records(args):
 
 
 def _score(args, model, split, records, index):
-    """`(Predictions, source dict)` of a model file on one split of --data."""
+    """`(Predictions, source dict, the OOD guard's report or None)` of a model file on one split of --data."""
     from keras_mamsf.evaluation.scoring import score_split, split_source
 
     if not os.path.exists(model):
@@ -143,18 +142,12 @@ def _score(args, model, split, records, index):
     if records is not None and not records[split]:
         raise ValueError(f"the {split} split of {args.data} is empty; nothing to evaluate")
     from keras_mamsf.data.sources import image_source
-    from keras_mamsf.guard import flagged_report
-    from keras_mamsf.inference.model_card import ood_threshold
 
     predictions, details = score_split(model, image_source(records, args.shards), split=split,
                                        batch_size=args.batch_size, threads=args.threads)
-    scores = details.pop("ood_scores", None)
-    source = split_source(model, args.data, split, args.split_method, args.val_fraction, args.split_seed, index,
-                          **details)
-    threshold = None if scores is None else ood_threshold(model)
-    if threshold is not None:  # taken out of the source by run() into metrics["ood_guard"]
-        source["ood_scores"] = flagged_report(scores, threshold, predictions.image_index)
-    return predictions, source
+    guard_report = details.pop("ood_guard", None)
+    return predictions, split_source(model, args.data, split, args.split_method, args.val_fraction, args.split_seed,
+                                     index, **details), guard_report
 
 
 def print_summary(metrics, paths):

@@ -20,6 +20,16 @@ from keras_mamsf.data.shards import (
 )
 
 
+def dataset_arrays(dataset):
+    """`(images float32, labels float32)` of every batch of an `(images, labels)` dataset; ValueError when it is
+    empty."""
+    batches = list(dataset.as_numpy_iterator())
+    if not batches:
+        raise ValueError("no images in the split")
+    images, labels = (np.concatenate(parts) for parts in zip(*batches))
+    return images.astype("float32"), labels.astype("float32")
+
+
 def sample_indices(count, total, seed=0):
     """Sorted indices of `count` of `total` images (all when `count >= total`), seeded."""
     if count >= total:

@@ -178,20 +178,16 @@ def _threshold_report(chosen, points, tallies, boot_tallies, labels, rule, min_s
             value, ci = _figure(values[k], boot[measure][:, k])
             enough = too_few_positives(positives[c]) is None  # a sensitivity of 1 of 1 positives has no interval
             figures[labels[c]][name][measure] = {"value": value, "ci": ci if enough else None}
-    values = thresholds.file_thresholds(chosen[rule], labels)
-    guarantee = thresholds.guarantees(validation.y_true, validation.y_score, labels, min_sensitivity, delta)
-    screened = {label: thresholds.not_screened(guarantee[label]) for label in labels
-                if rule == "guaranteed" and values[label] is None}
-    chosen_on = {"source": validation.source, "n_images": validation.n_images}
+    record = thresholds.threshold_record(validation.y_true, validation.y_score, labels, rule, min_sensitivity, delta)
     return {
         "rule": rule,
         "min_sensitivity": min_sensitivity,
         "delta": delta,
-        "chosen_on": chosen_on,
-        "values": values,
+        "chosen_on": {"source": validation.source, "n_images": validation.n_images},
+        "values": record["thresholds"],
         "not_chosen": [label for label in labels if chosen[rule][label] is None],
-        "not_screened": screened,
-        "guarantee": guarantee,
+        "not_screened": record["not_screened"],
+        "guarantee": record["classes"],
         "per_class": figures,
     }
 
@@ -202,7 +198,7 @@ def thresholds_file(report):
     guaranteed rule what each threshold rests on."""
     return {"rule": report["rule"], "min_sensitivity": report["min_sensitivity"], "delta": report["delta"],
             "chosen_on": report["chosen_on"], "thresholds": report["values"], "not_screened": report["not_screened"],
-            "classes": report["guarantee"] if report["rule"] == "guaranteed" else {}}
+            "classes": report["guarantee"]}
 
 
 def compare_predictions(a, b, n_boot=bootstrap.N_BOOT, seed=0):

@@ -16,12 +16,14 @@ def score_split(model_path, source, split="test", batch_size=32, threads=None, r
     """`(Predictions, details)` of `model_path` on `split` of `source` (a `data.sources` image source:
     PNG records or prepared shards, at the model's input size).
 
-    `details` says where the images came from, the output read and the image size, and holds the
-    `ood_scores` array when the artifact has the OOD guard's output (not for a JSON record). `runner`:
+    `details` says where the images came from, the output read and the image size, and, when the artifact
+    has the OOD guard's output and its threshold is known, `ood_guard`: how many images it flags and which
+    (`guard.flagged_report`; metrics.json's `ood_guard`, not part of the source record). `runner`:
     `inference.formats.load_runner(model_path)` already loaded (scoring several splits loads once).
     """
+    from keras_mamsf.guard import flagged_report
     from keras_mamsf.inference.formats import load_runner
-    from keras_mamsf.inference.model_card import model_card
+    from keras_mamsf.inference.model_card import model_card, ood_threshold
     from keras_mamsf.inference.runners import scores_from_outputs, square_input
 
     labels, _, use_output = model_card(model_path)
@@ -45,8 +47,9 @@ def score_split(model_path, source, split="test", batch_size=32, threads=None, r
     predictions = Predictions(np.concatenate(y_true).round(), y_score, labels=labels, patient_id=patient_id,
                               image_index=image_index, source=f"{model_path} on {split}")
     details = {"images_from": source.kind, "output": use_output, "image_size": size, "channels": channels}
-    if ood:
-        details["ood_scores"] = np.concatenate(ood)
+    threshold = ood_threshold(model_path) if ood else None
+    if threshold is not None:
+        details["ood_guard"] = flagged_report(np.concatenate(ood), threshold, image_index)
     return predictions, details
 
 

@@ -9,7 +9,7 @@ calibrated ranges), then images drawn at random (normals included) up to `count`
 
 import numpy as np
 
-from keras_mamsf.data.sources import open_root
+from keras_mamsf.data.sources import dataset_arrays, open_root
 
 
 def select_images(labels, count, seed=0):
@@ -37,17 +37,10 @@ def load_images(root, split, image_size, channels=3, count=300, seed=0):
     split_labels = source.labels(split, image_size)
     chosen = select_images(split_labels, count, seed)
     unique = np.unique(chosen)
-    images, labels = _collect(source.dataset(split, image_size, 64, channels=channels, indices=unique))
+    images, labels = dataset_arrays(source.dataset(split, image_size, 64, channels=channels, indices=unique))
     position = {int(v): k for k, v in enumerate(unique)}
     order = [position[int(i)] for i in chosen]
     repeated = "; rare classes' positives repeated" if len(unique) < len(chosen) else ""
     return images[order], labels[order], (f"{root} ({source.describe(split, image_size)}: {len(unique)} distinct of "
                                           f"its {len(split_labels)} images{repeated})")
 
-
-def _collect(dataset):
-    images, labels = [], []
-    for x, y in dataset.as_numpy_iterator():
-        images.append(x)
-        labels.append(y)
-    return np.concatenate(images).astype("float32"), np.concatenate(labels).astype("float32")

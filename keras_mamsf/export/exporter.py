@@ -220,21 +220,20 @@ def _held_out(root, size, channels, count, seed):
 
 def _guard(model_path, guard_path, data_root, model, alpha, seed):
     """`(OODGuard, one line on where it came from)` for `export_model`."""
+    from keras_mamsf.data.sources import open_root
     from keras_mamsf.guard import ALPHA, OODGuard, guard_beside, guard_from_source
 
     size, channels = int(model.inputs[0].shape[1]), int(model.inputs[0].shape[-1])
     if guard_path is not None:
-        return OODGuard.load(guard_path), f"{guard_path} (threshold {OODGuard.load(guard_path).threshold:.3f})"
+        guard = OODGuard.load(guard_path)
+        return guard, f"{guard_path} (threshold {guard.threshold:.3f})"
     beside = guard_beside(model_path)
     if beside is not None and alpha is None:
         return beside, f"the run's ood_guard.npz ({beside.source}; threshold {beside.threshold:.3f})"
     alpha = ALPHA if alpha is None else alpha
     if data_root is not None:
-        from keras_mamsf.data.sources import open_root
-
         guard = guard_from_source(open_root(data_root), size, channels, alpha=alpha, seed=seed, where=str(data_root))
         return guard, f"fitted now on {guard.source} (threshold {guard.threshold:.3f})"
-    from keras_mamsf.data.sources import open_root
     from keras_mamsf.data.synth import write_synthetic
 
     scratch = tempfile.mkdtemp(prefix="mamsf_guard_")
@@ -253,18 +252,15 @@ def _validation(root, size, channels, log):
     scores; None (said in the log) when there is no root or no val split."""
     if root is None:
         return None
-    from keras_mamsf.data.sources import open_root
+    from keras_mamsf.data.sources import dataset_arrays, open_root
 
     source = open_root(root)
     try:
-        batches = list(source.dataset("val", size, 64, channels=channels).as_numpy_iterator())
+        images, labels = dataset_arrays(source.dataset("val", size, 64, channels=channels))
     except (KeyError, ValueError):
-        batches = []
-    if not batches:
         log(f"thresholds: {root} has no val split; quantized files keep the float model's thresholds")
         return None
-    images, labels = (np.concatenate(parts) for parts in zip(*batches))
-    return {"images": images.astype("float32"), "labels": labels, "source": f"{root} ({source.describe('val', size)})"}
+    return {"images": images, "labels": labels, "source": f"{root} ({source.describe('val', size)})"}
 
 
 def _own_thresholds(path, name, use_output, job):
@@ -275,16 +271,12 @@ def _own_thresholds(path, name, use_output, job):
 
     rule, val = job.rule, job.own_val
     scores = scores_from_outputs(load_runner(path).predict(val["images"]), use_output)
-    minimum = rule.get("min_sensitivity") or rules.MIN_SENSITIVITY
-    delta = rule.get("delta") or rules.DELTA
-    chosen = rules.choose_thresholds(val["labels"], scores, job.labels, minimum, delta)[rule["rule"]]
-    values = rules.file_thresholds(chosen, job.labels)
-    guarantee = rules.guarantees(val["labels"], scores, job.labels, minimum, delta)
-    return {"values": values, "rule": rule["rule"], "min_sensitivity": minimum, "delta": delta,
-            "chosen_on": f"{name}'s own scores on {len(val['images'])} val images of {val['source']}",
-            "not_screened": {label: rules.not_screened(guarantee[label]) for label in job.labels
-                             if values[label] is None and rule["rule"] == "guaranteed"},
-            "classes": guarantee if rule["rule"] == "guaranteed" else {}}
+    record = rules.threshold_record(val["labels"], scores, job.labels, rule["rule"],
+                                    rule.get("min_sensitivity") or rules.MIN_SENSITIVITY,
+                                    rule.get("delta") or rules.DELTA)
+    record["values"] = record.pop("thresholds")  # the manifest's name, as in its top-level "thresholds"
+    record["chosen_on"] = f"{name}'s own scores on {len(val['images'])} val images of {val['source']}"
+    return record
 
 
 def _verify(path, gate, variant, job):

@@ -70,7 +70,8 @@ class OODGuard:
     def score(self, images, batch_size=256):
         """(N,) float64 scores (squared Mahalanobis distances) of NHWC images 0..255, computed as the exported
         graphs compute them."""
-        return score_with(self.layer(), images, batch_size)
+        layer = self.layer()
+        return _in_batches(lambda batch: np.asarray(layer(batch), dtype="float64"), images, batch_size)
 
     def in_distribution(self, scores):
         return np.asarray(scores) <= self.threshold
@@ -119,15 +120,15 @@ def calibration_anchors(size, channels, seed=0):
     return np.stack(images).astype("float32")
 
 
-def score_with(layer, images, batch_size=256):
+def _in_batches(function, images, batch_size=256):
+    """`function` of NHWC images 0..255, concatenated over batches of `batch_size` (bounded memory)."""
     images = np.asarray(images, dtype="float32")
     if len(images) == 0:
         return np.zeros(0)
-    return np.concatenate([np.asarray(layer(images[i : i + batch_size]), dtype="float64")
-                           for i in range(0, len(images), batch_size)])
+    return np.concatenate([function(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def fit_guard(fit_images, threshold_images, alpha=ALPHA, grid=8, gradient_grid=4, source="", shrinkage=None):
+def fit_guard(fit_images, threshold_images, alpha=ALPHA, grid=8, gradient_grid=4, source=""):
     """Fits the Gaussian on `fit_images` and sets the threshold at the (1 - `alpha`) quantile of
     `threshold_images`' scores (both NHWC 0..255, the model's input size)."""
     import keras
@@ -141,16 +142,9 @@ def fit_guard(fit_images, threshold_images, alpha=ALPHA, grid=8, gradient_grid=4
         raise ValueError(f"the OOD guard needs training images to fit and validation images to set its threshold; "
                          f"got {len(fit_images)} and {len(threshold_images)}")
     fit_images = np.asarray(fit_images, dtype="float32")
-    statistics = np.concatenate([keras.ops.convert_to_numpy(image_statistics(fit_images[i : i + 256], grid,
-                                                                              gradient_grid))
-                                 for i in range(0, len(fit_images), 256)]).astype("float64")
-    if shrinkage is None:
-        estimate = LedoitWolf().fit(statistics)
-    else:
-        from sklearn.covariance import ShrunkCovariance
-
-        estimate = ShrunkCovariance(shrinkage=shrinkage).fit(statistics)
-        estimate.shrinkage_ = shrinkage
+    statistics = _in_batches(lambda batch: keras.ops.convert_to_numpy(image_statistics(batch, grid, gradient_grid))
+                             .astype("float64"), fit_images)
+    estimate = LedoitWolf().fit(statistics)
     # precision = L L^T, so (s - mean)^T precision (s - mean) = |(s - mean) @ L|^2
     whitening = np.linalg.cholesky(estimate.precision_)
     guard = OODGuard(mean=estimate.location_.astype("float32"), whitening=whitening.astype("float32"), threshold=0.0,
@@ -166,9 +160,11 @@ def guard_from_source(source, image_size, channels, fit_count=FIT_IMAGES, alpha=
     whole val split (`mamsf train` at the end of a run, `mamsf export` for a model without one). A val split of
     fewer than 50 images (or none) cannot place a 99th percentile: a fifth of the train sample is held back for
     it instead, and the source line says so."""
-    train = _images(source.sample("train", fit_count, image_size, 64, channels=channels, seed=seed))
+    from keras_mamsf.data.sources import dataset_arrays
+
+    train = dataset_arrays(source.sample("train", fit_count, image_size, 64, channels=channels, seed=seed))[0]
     try:
-        val, held = _images(source.dataset("val", image_size, 64, channels=channels)), "val images"
+        val, held = dataset_arrays(source.dataset("val", image_size, 64, channels=channels))[0], "val images"
     except (KeyError, ValueError):
         val, held = None, None
     if val is None or len(val) < 50:
@@ -176,13 +172,6 @@ def guard_from_source(source, image_size, channels, fit_count=FIT_IMAGES, alpha=
         train, val, held = train[:cut], train[cut:], "held-back train images (the val split has fewer than 50)"
     return fit_guard(train, val, alpha=alpha, source=f"{where}: {len(train)} train images, threshold on {len(val)} "
                                                    f"{held}")
-
-
-def _images(dataset):
-    batches = [x for x, _ in dataset.as_numpy_iterator()]
-    if not batches:
-        raise ValueError("no images in the split")
-    return np.concatenate(batches).astype("float32")
 
 
 def flagged_report(scores, threshold, names=None, listed=20):

@@ -121,7 +121,6 @@ class OODScore(keras.layers.Layer):
         if mean.shape != (size,) or whitening.shape != (size, size):
             raise ValueError(f"OODScore: mean {mean.shape} / whitening {whitening.shape} do not fit {size} "
                              f"statistics (grid {self.grid}, gradient_grid {self.gradient_grid})")
-        self._mean, self._whitening = mean, whitening
         self.mean = self.add_weight(shape=(size,), initializer=keras.initializers.Constant(mean), trainable=False,
                                     name="mean")
         self.whitening = self.add_weight(shape=(size, size), initializer=keras.initializers.Constant(whitening),
@@ -140,5 +139,6 @@ class OODScore(keras.layers.Layer):
         return (input_shape[0],)
 
     def get_config(self):
-        return dict(super().get_config(), mean=self._mean.tolist(), whitening=self._whitening.tolist(),
+        return dict(super().get_config(), mean=keras.ops.convert_to_numpy(self.mean).tolist(),
+                    whitening=keras.ops.convert_to_numpy(self.whitening).tolist(),
                     grid=self.grid, gradient_grid=self.gradient_grid)

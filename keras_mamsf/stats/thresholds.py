@@ -66,10 +66,21 @@ def choose_thresholds(y_true, y_score, labels, min_sensitivity=MIN_SENSITIVITY, 
             for rule in RULES}
 
 
-def guarantees(y_true, y_score, labels, min_sensitivity=MIN_SENSITIVITY, delta=DELTA):
-    """`{label: {"positives", "needed", "caught", "bound"}}`: what each class's guaranteed threshold rests on."""
-    return {label: guaranteed_threshold(y_true[:, c], y_score[:, c], min_sensitivity, delta)[1]
-            for c, label in enumerate(labels)}
+def threshold_record(y_true, y_score, labels, rule=DEFAULT_RULE, min_sensitivity=MIN_SENSITIVITY, delta=DELTA):
+    """The thresholds of `rule` as thresholds.json and the manifest keep them: `{"rule", "min_sensitivity",
+    "delta", "thresholds": {label: t or None}, "not_screened": {label: reason}, "classes": {label: {"positives",
+    "needed", "caught", "bound"}}}` (`classes` and `not_screened` for the guaranteed rule only)."""
+    chosen, classes = {}, {}
+    for c, label in enumerate(labels):
+        if rule == "guaranteed":
+            threshold, classes[label] = guaranteed_threshold(y_true[:, c], y_score[:, c], min_sensitivity, delta)
+            chosen[label] = threshold if is_scorable(y_true[:, c]) else None  # as choose_threshold decides
+        else:
+            chosen[label] = choose_threshold(y_true[:, c], y_score[:, c], rule, min_sensitivity, delta)
+    values = file_thresholds(chosen, labels)
+    return {"rule": rule, "min_sensitivity": min_sensitivity, "delta": delta, "thresholds": values,
+            "not_screened": {label: not_screened(classes[label]) for label in classes if values[label] is None},
+            "classes": classes}
 
 
 def not_screened(info):

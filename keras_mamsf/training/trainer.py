@@ -165,7 +165,6 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, source)
     from keras_mamsf.evaluation import evaluate_predictions
     from keras_mamsf.evaluation.report import write_evaluation
     from keras_mamsf.evaluation.scoring import score_split, split_source
-    from keras_mamsf.guard import flagged_report
     from keras_mamsf.inference.formats import load_runner
 
     batch = max(config.batch_size, 64)
@@ -173,14 +172,14 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, source)
     runner = load_runner(model_path)
     test, details = score_split(model_path, source, split="test", batch_size=batch, runner=runner)
     val, _ = score_split(model_path, source, split="val", batch_size=batch, runner=runner)
+    guard_report = details.pop("ood_guard", None)
     source = split_source(model_path, index.root, "test", config.split, config.val_fraction, config.split_seed, index,
-                          config=os.path.abspath(config_path),
-                          **{key: value for key, value in details.items() if key != "ood_scores"})
+                          config=os.path.abspath(config_path), **details)
     metrics = evaluate_predictions(test, n_boot=config.n_boot, seed=config.seed, validation=val, source=source,
                                    threshold_rule=config.threshold_rule, min_sensitivity=config.min_sensitivity,
                                    delta=config.threshold_delta)
-    if "ood_scores" in details:
-        metrics["ood_guard"] = flagged_report(details["ood_scores"], runner.guard.threshold, test.image_index)
+    if guard_report is not None:
+        metrics["ood_guard"] = guard_report
     paths = write_evaluation(run_dir, test, metrics)
     summary = {"run_dir": run_dir, "model": model_path, "metrics": metrics, "paths": paths}
     from keras_mamsf.utils import write_text_atomic
