@@ -1,13 +1,14 @@
 """TFLite size and latency of every variant, against float32 and the Keras model, in one run, with a
 per-op-type time table for the int8 and float32 files.
 
-    python bench/tflite_latency.py [--model MODEL.keras | --backbone efficientnet_lite0] [--size 224]
+    python bench/tflite_latency.py [--model MODEL.keras | --backbone efficientnetb0,efficientnet_lite0] [--size 224]
         [--channels 1] [--calibration-data ROOT] [--rounds 15] [--runs 20] [--threads 1,2]
         [--exports DIR] [--keep DIR] [--no-profile] [--json] [--report FILE]
 
 Without --model it builds MAMSF (random init, anchor "branch", its anchor moved off the online
 weights as a trained model's is: equal blocks would be merged by the converter) on --backbone at
---size; --exports DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep)
+--size; several backbones (a comma list) are exported each and timed in the same interleaved rounds,
+with each variant's ratio to the first backbone's same variant (the bedside backbone question); --exports DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep)
 instead of exporting. The variants are exported with `keras_mamsf.export.export_model` (calibration:
 the training split of --calibration-data, else of a small SYNTHETIC NIH-layout root written to a temporary folder;
 parity on that root's test split).
@@ -171,7 +172,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a trained .keras file (default: MAMSF-B0, random init)")
     parser.add_argument("--backbone", default="efficientnetb0",
-                        help="without --model: the backbone (efficientnet_lite0: ReLU6, no squeeze-excite)")
+                        help="without --model: the backbone, or a comma list timed together (efficientnet_lite0: "
+                        "ReLU6, no squeeze-excite)")
     parser.add_argument("--fusion-activation", default=None,
                         help="without --model: the fusion head's activation (default: swish; relu6 for lite0)")
     parser.add_argument("--size", type=int, default=224)
@@ -200,74 +202,83 @@ def main(argv=None):
     variants = parse_variants(args.quantize)
     work = tempfile.mkdtemp(prefix="mamsf_tflite_bench_")
     report = {"rounds": args.rounds, "runs": args.runs, "threads": threads, "variants": {}}
-    manifest = None
+    backbones = [b.strip() for b in args.backbone.split(",") if b.strip()]
+    if (args.exports or args.model) and len(backbones) > 1:
+        parser.error("several --backbone values build models; not with --exports or --model")
+    exports = {}  # backbone -> (folder, manifest)
     if args.exports:
-        out_dir = args.exports
-        variants = [v for v in variants if os.path.isfile(os.path.join(out_dir, tflite_name(v)))]
+        from keras_mamsf.export.litert import MIXED
+
+        from keras_mamsf.inference.formats import failed_name
+
+        variants = [v for v in variants + [MIXED] if any(os.path.isfile(os.path.join(args.exports, name)) for name
+                                                         in (tflite_name(v), failed_name(tflite_name(v))))]
         if not variants:
-            parser.error(f"--exports {out_dir}: none of {', '.join(map(tflite_name, parse_variants(args.quantize)))} "
-                         "is there")
-        manifest_path = os.path.join(out_dir, "manifest.json")
+            parser.error(f"--exports {args.exports}: none of "
+                         f"{', '.join(map(tflite_name, parse_variants(args.quantize)))} is there")
+        manifest_path = os.path.join(args.exports, "manifest.json")
+        manifest = None
         if os.path.isfile(manifest_path):
             with open(manifest_path, encoding="utf-8") as handle:
                 manifest = json.load(handle)
+        exports[backbones[0]] = (args.exports, manifest)
     else:
-        import keras_mamsf as mamsf
-        from keras_mamsf.data.synth import write_synthetic
-        from keras_mamsf.export import export_model
+        for backbone in backbones:
+            exports[backbone] = _export_one(backbone, args, variants, work, report, say, len(backbones) > 1)
+    several = len(exports) > 1
+    label = (lambda backbone, variant: f"{backbone}:{variant}") if several else (lambda backbone, variant: variant)
+    from keras_mamsf.inference.formats import failed_name
 
-        model_path = args.model
-        if model_path is None:
-            activation = args.fusion_activation or ("relu6" if "lite" in args.backbone else "swish")
-            model = mamsf.build_model(args.backbone, input_shape=(args.size, args.size, args.channels),
-                                      fusion_activation=activation)
-            # At init the anchor equals the online block, and the converter then merges the two
-            # identical blocks of "branch" into one: move the anchor off, as training does.
-            rng = np.random.default_rng(0)
-            for _, anchor in model.anchor_pairs():
-                value = np.asarray(anchor.numpy())
-                anchor.assign(value * (1 + 0.01 * rng.standard_normal(value.shape)).astype(value.dtype))
-            model_path = mamsf.save_model(model, os.path.join(work, "model.keras"))
-        data = args.calibration_data
-        if data is None:
-            data = os.path.join(work, "synthetic")
-            write_synthetic(data, images=max(4 * args.parity_images, 2 * args.calibration_images),
-                            size=max(args.size, 64))
-        out_dir = args.keep or os.path.join(work, "out")
-        start = time.perf_counter()
-        manifest = export_model(model_path, out_dir, formats=["tflite"], quantize=variants,
-                                calibration_data=data, calibration_images=args.calibration_images,
-                                parity_images=args.parity_images, log=say)
-        report["export_s"] = round(time.perf_counter() - start, 1)
-        report["keras_ms"] = _keras_ms(model_path, args.runs)
-    paths = {v: os.path.join(out_dir, tflite_name(v)) for v in variants}
+    def found(folder, variant):  # a file that failed its gate is timed too, under its .FAILED name
+        names = (tflite_name(variant), failed_name(tflite_name(variant)))
+        return next((os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))), None)
+
+    paths = {label(b, v): found(folder, v) for b, (folder, _) in exports.items() for v in variants
+             if found(folder, v)}
     from keras_mamsf.inference.runners import LiteRTRunner
 
-    shape = LiteRTRunner(paths[variants[0]]).input_shape
+    shape = LiteRTRunner(next(iter(paths.values()))).input_shape
     report["input_shape"] = list(shape)
     image = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype("float32")
-    for variant in variants:
-        entry = (manifest or {}).get("artifacts", {}).get(tflite_name(variant), {})
-        row = {"bytes": os.path.getsize(paths[variant]), "status": entry.get("status", "?")}
-        parity = entry.get("parity") or {}
-        if "paths" in parity:
-            row["parity"] = {name: {k: figures[k] for k in ("max_dp", "macro_auc_drop", "max_class_auc_drop")}
-                             for name, figures in parity["paths"].items()}
-        report["variants"][variant] = row
+    for backbone, (folder, manifest) in exports.items():
+        for variant in variants:
+            if label(backbone, variant) not in paths:
+                continue
+            entry = (manifest or {}).get("artifacts", {}).get(tflite_name(variant), {})
+            row = {"bytes": os.path.getsize(paths[label(backbone, variant)]), "status": entry.get("status", "?")}
+            parity = entry.get("parity") or {}
+            if "paths" in parity:
+                row["parity"] = {name: {k: figures.get(k) for k in ("max_dp", "macro_auc_change", "noninferiority")}
+                                 for name, figures in parity["paths"].items()}
+            report["variants"][label(backbone, variant)] = row
     for count in threads:
-        say(f"timing {len(variants)} variants at {count} thread(s): {args.rounds} interleaved rounds of {args.runs} "
+        say(f"timing {len(paths)} files at {count} thread(s): {args.rounds} interleaved rounds of {args.runs} "
             "calls each")
-        bare = {v: Bare(paths[v], count, image) for v in variants}
+        bare = {name: Bare(path, count, image) for name, path in paths.items()}
         for kind in ("invoke", "end_to_end"):
-            per_round = _interleaved({v: getattr(b, kind) for v, b in bare.items()}, args.rounds, args.runs)
-            for variant, seconds in per_round.items():
-                report["variants"][variant][f"{kind}_ms_{count}t"] = 1000.0 * statistics.median(seconds)
-            if "float32" in per_round and "int8" in per_round:
-                report.setdefault("int8_vs_float32", {})[f"{kind}_{count}t"] = _ratio_summary(
-                    per_round["int8"], per_round["float32"])
-    if "float32" in report["variants"] and "int8" in report["variants"]:
-        report.setdefault("int8_vs_float32", {})["size"] = (report["variants"]["int8"]["bytes"]
-                                                             / report["variants"]["float32"]["bytes"])
+            per_round = _interleaved({name: getattr(b, kind) for name, b in bare.items()}, args.rounds, args.runs)
+            for name, seconds in per_round.items():
+                report["variants"][name][f"{kind}_ms_{count}t"] = 1000.0 * statistics.median(seconds)
+            for backbone in exports:  # each variant against its own backbone's float32
+                for variant in variants:
+                    quantized, reference = label(backbone, variant), label(backbone, "float32")
+                    if variant != "float32" and quantized in per_round and reference in per_round:
+                        key = f"{variant}_vs_float32" + (f" ({backbone})" if several else "")
+                        report.setdefault(key, {})[f"{kind}_{count}t"] = _ratio_summary(per_round[quantized],
+                                                                                      per_round[reference])
+            first = next(iter(exports))
+            for backbone in list(exports)[1:]:  # each backbone against the first, variant by variant
+                for variant in variants:
+                    if label(backbone, variant) in per_round and label(first, variant) in per_round:
+                        report.setdefault(f"{backbone}_vs_{first} ({variant})", {})[f"{kind}_{count}t"] = (
+                            _ratio_summary(per_round[label(backbone, variant)], per_round[label(first, variant)]))
+    for backbone in exports:
+        for variant in variants:
+            quantized, reference = label(backbone, variant), label(backbone, "float32")
+            if variant != "float32" and quantized in report["variants"] and reference in report["variants"]:
+                key = f"{variant}_vs_float32" + (f" ({backbone})" if several else "")
+                report.setdefault(key, {})["size"] = (report["variants"][quantized]["bytes"]
+                                                      / report["variants"][reference]["bytes"])
     if not args.no_profile:
         top = max(threads)
         profiles = {}
@@ -291,6 +302,45 @@ def main(argv=None):
     return 0
 
 
+def _export_one(backbone, args, variants, work, report, say, several):
+    """Exports `--model` or a random-init MAMSF on `backbone`; `(folder, manifest)`, the export time and the Keras
+    model's latency in `report`."""
+    import numpy as np
+
+    import keras_mamsf as mamsf
+    from keras_mamsf.data.synth import write_synthetic
+    from keras_mamsf.export import export_model
+
+    model_path = args.model
+    if model_path is None:
+        activation = args.fusion_activation or ("relu6" if "lite" in backbone else "swish")
+        model = mamsf.build_model(backbone, input_shape=(args.size, args.size, args.channels),
+                                  fusion_activation=activation)
+        # At init the anchor equals the online block, and the converter then merges the two
+        # identical blocks of "branch" into one: move the anchor off, as training does.
+        rng = np.random.default_rng(0)
+        for _, anchor in model.anchor_pairs():
+            value = np.asarray(anchor.numpy())
+            anchor.assign(value * (1 + 0.01 * rng.standard_normal(value.shape)).astype(value.dtype))
+        model_path = mamsf.save_model(model, os.path.join(work, f"{backbone}.keras"))
+    data = args.calibration_data
+    if data is None:
+        data = os.path.join(work, "synthetic")
+        if not os.path.isdir(data):
+            write_synthetic(data, images=max(4 * args.parity_images, 2 * args.calibration_images),
+                            size=max(args.size, 64))
+    out_dir = os.path.join(args.keep, backbone) if args.keep and several else args.keep or os.path.join(work, backbone)
+    start = time.perf_counter()
+    # no mixed int8 search: a random-init model's gate says nothing (time a mixed file with --exports)
+    manifest = export_model(model_path, out_dir, formats=["tflite"], quantize=variants, calibration_data=data,
+                            calibration_images=args.calibration_images, parity_images=args.parity_images, log=say,
+                            mixed=False)
+    suffix = f" ({backbone})" if several else ""
+    report[f"export_s{suffix}"] = round(time.perf_counter() - start, 1)
+    report[f"keras_ms{suffix}"] = _keras_ms(model_path, args.runs)
+    return out_dir, manifest
+
+
 def _keras_ms(model_path, runs):
     import numpy as np
     import tensorflow as tf
@@ -308,22 +358,26 @@ def _keras_ms(model_path, runs):
 def _print(report, args, threads):
     source = args.exports or args.model or args.backbone
     print(f"\nMAMSF ({source}), {report['rounds']} interleaved rounds x {report['runs']} calls, batch 1")
-    if "keras_ms" in report:
-        print(f"Keras float32 (tf.function, all cores): {report['keras_ms']:.2f} ms")
-    header = f"{'variant':<10}{'MB':>8}" + "".join(f"{f'invoke {t}t':>12}{f'e2e {t}t':>10}" for t in threads)
+    for key, value in report.items():
+        if key.startswith("keras_ms"):
+            print(f"Keras float32 (tf.function, all cores){key[len('keras_ms'):]}: {value:.2f} ms")
+    width = max(10, *(len(name) + 2 for name in report["variants"]))
+    header = f"{'file':<{width}}{'MB':>8}" + "".join(f"{f'invoke {t}t':>12}{f'e2e {t}t':>10}" for t in threads)
     print(header + f"{'status':>10}")
-    for variant, row in report["variants"].items():
-        print(f"{variant:<10}{row['bytes'] / 1e6:>8.2f}" + "".join(
+    for name, row in report["variants"].items():
+        print(f"{name:<{width}}{row['bytes'] / 1e6:>8.2f}" + "".join(
             f"{row[f'invoke_ms_{t}t']:>12.2f}{row[f'end_to_end_ms_{t}t']:>10.2f}" for t in threads)
             + f"{row['status']:>10}")
-    ratios = report.get("int8_vs_float32", {})
-    for key, value in ratios.items():
-        if key == "size":
-            print(f"int8 / float32 size: {value:.3f}")
-        else:
-            print(f"int8 / float32 {key.replace('_', ' ')}: median of per-round ratios {value['median']:.3f} "
-                  f"(95% CI {value['ci95'][0]:.3f} .. {value['ci95'][1]:.3f}; rounds {value['low']:.3f} .. "
-                  f"{value['high']:.3f})")
+    for comparison, ratios in report.items():
+        if "_vs_" not in comparison:
+            continue
+        for key, value in ratios.items():
+            if key == "size":
+                print(f"{comparison} size: {value:.3f}")
+            else:
+                print(f"{comparison} {key.replace('_', ' ')}: median of per-round ratios {value['median']:.3f} "
+                      f"(95% CI {value['ci95'][0]:.3f} .. {value['ci95'][1]:.3f}; rounds {value['low']:.3f} .. "
+                      f"{value['high']:.3f})")
     if "profile" in report:
         variants = list(report["profile"])
         print(f"\nper-op-type time at {max(threads)} thread(s), each op alone (ms; count)")

@@ -58,16 +58,20 @@ def test_every_format_matches_keras_in_its_own_runtime(exported):
         entry = artifacts[name]
         assert entry["status"] == "ok" and entry["parity"]["status"] == "passed", name
         figures = entry["parity"]["paths"][entry["parity"]["use_output"]]
-        assert figures["images"] == 24 and figures["max_dp"] <= tolerance
+        assert figures["images"] == exported["manifest"]["parity_data"]["images"] and figures["max_dp"] <= tolerance
         if tolerance == 1e-4:
             assert figures["max_dp"] <= 1e-4 and figures["threshold_agreement"] == 1.0
     assert set(artifacts["model_int8.tflite"]["parity"]["paths"]) == {"probs", "logits"}
-    # Beside the gate, the non-inferiority test of the quantized file's AUCs (issue 24's statistic).
+    # The quantized gate: the non-inferiority test of the AUCs on the run's val split, patients resampled, its
+    # options recorded with the figures (this worker loosens them: see tests/export_worker.py).
     test = artifacts["model_int8.tflite"]["parity"]["noninferiority"]
-    assert (test["margin"], test["min_positives"], test["resampling"]) == (0.02, 20, "distinct image")
-    assert set(test["per_class"]) == set(CHESTXRAY14_LABELS) and test["images"] == 24
-    assert all(entry["verdict"] == "not judged" for entry in test["per_class"].values())  # 24 images: none has 20
-    assert test["macro"]["verdict"] == "not judged" and not test["passed"]
+    assert (test["margin"], test["min_positives"], test["resampling"]) == (1.0, 1, "patient")
+    assert set(test["per_class"]) == set(CHESTXRAY14_LABELS) and test["passed"]
+    assert exported["manifest"]["parity_data"]["source"].count("val split") == 1
+    judged = [e for e in test["per_class"].values() if e["verdict"] != "not judged"]
+    assert judged and all(e["verdict"] == "pass" and e["positives"] >= 1 for e in judged)
+    decisions = artifacts["model_int8.tflite"]["parity"]["decisions"]
+    assert set(decisions) == {"flipped", "reference", "candidate"}
     assert "noninferiority" not in artifacts["model.onnx"]["parity"]
 
 
@@ -162,7 +166,12 @@ def test_manifest_and_labels_sit_beside_the_artifacts(exported):
     assert (manifest["input"]["height"], manifest["input"]["channels"]) == (SIZE, 1)
     assert manifest["thresholds"]["values"] == {label: 0.5 for label in CHESTXRAY14_LABELS}
     assert manifest["versions"]["tensorflow"] and manifest["versions"]["keras"]
-    assert manifest["parity_data"]["images"] == 24 and "test split" in manifest["parity_data"]["source"]
+    from keras_mamsf.data.sources import open_root
+
+    # the gate's images: the whole val split (fewer than --parity-images 24), patients known
+    names, patients = open_root(str(exported["root"])).ids("val", SIZE)
+    assert manifest["parity_data"]["images"] == len(names) < 24
+    assert f"val split, PNG: {len(names)} images, {len(set(patients))} patients" in manifest["parity_data"]["source"]
     assert manifest["graph"]["grayscale_stem"].startswith("folded: grayscale tiling")
     for name, entry in manifest["artifacts"].items():
         path = out / name
@@ -259,7 +268,8 @@ def test_every_format_carries_the_ood_guard(exported):
         else:  # int8: every one of these is out of distribution in both
             assert (outputs["ood_score"] > record["threshold"]).all() and (expected > record["threshold"]).all()
         ood = exported["manifest"]["artifacts"][name]["parity"]["ood_score"]
-        assert ood["images"] == 24 and ood["verdict_agreement"] >= (0.9 if name == "model_int8.tflite" else 1.0)
+        assert ood["images"] == exported["manifest"]["parity_data"]["images"]
+        assert ood["verdict_agreement"] >= (0.9 if name == "model_int8.tflite" else 1.0)
 
 
 def test_predict_withholds_findings_for_a_ct_slice_in_every_format(exported, capsys):
@@ -319,9 +329,9 @@ def test_mixed_precision_model_exports_with_float32_parity(exported):
     # A gate that cannot hold: the artifact is reported failed, with its figures; the run is not ok.
     entry = manifest["artifacts"]["model_float16.tflite"]
     assert (exported["mixed_ok"], exported["mixed_failed"]) == (False, ["model_float16.tflite"])
-    assert entry["status"] == "failed" and entry["parity"]["failures"][0].startswith("max |dp|")
+    assert entry["status"] == "failed" and entry["parity"]["failures"][0].startswith("no class has 1000000 positives")
     figures = entry["parity"]["paths"]["probs"]
-    assert figures["images"] == 16 and figures["max_dp"] <= 2e-2  # float16 weights: close, yet "failed"
+    assert figures["images"] == manifest["parity_data"]["images"] and figures["max_dp"] <= 2e-2  # close, yet failed
     # Off its normal name, so nothing ships it by mistake; the manifest says where it went.
     assert entry["file"] == "model_float16.FAILED.tflite"
     assert not (exported["mixed_out"] / "model_float16.tflite").exists()
@@ -403,7 +413,7 @@ def test_predict_warns_when_the_manifest_says_the_file_failed(exported, tmp_path
     failed = exported["mixed_out"] / "model_float16.FAILED.tflite"
     assert main(["predict", "--model", str(failed), str(image), "--json"]) == 0
     err = capsys.readouterr().err.strip()
-    assert err.startswith("warning: model_float16.FAILED.tflite failed its parity check at export (max |dp| ")
+    assert err.startswith("warning: model_float16.FAILED.tflite failed its parity check at export (no class has ")
     assert "\n" not in err
     assert main(["predict", "--model", str(exported["mixed_out"] / "model_float32.tflite"), str(image), "--json"]) == 0
     assert "warning" not in capsys.readouterr().err

@@ -108,11 +108,11 @@ def run(args):
     comparison = compare_predictions(predictions[args.anchor], predictions[NONE.name], n_boot=1000, seed=args.seed)
     comparison_paths = write_comparison(os.path.join(args.out, f"compare_{args.anchor}_vs_{NONE.name}"), comparison,
                                         note=SYNTHETIC_WARNING if is_synthetic(root) else None)
-    exports = {}
+    exports, gate = {}, []
     if not args.no_export:
         say(f"\n[{len(anchors) + 1}/{len(anchors) + 1}] exporting anchor={args.anchor} to int8 TFLite and ONNX "
             f"with parity checks -> {args.out}/export")
-        exports = _export(runs[args.anchor], root, os.path.join(args.out, "export"), args.seed, say)
+        exports, gate = _export(runs[args.anchor], root, os.path.join(args.out, "export"), args.seed, say)
     guarded = next((e["path"] for e in exports.values() if e["path"] and e["path"].endswith(".onnx")
                     and e["status"] == "ok"), runs[args.anchor]["model"])
     summary = {
@@ -127,6 +127,7 @@ def run(args):
         "comparison": {"macro_delta_auc": comparison["macro"]["delta_auc"], "ci": comparison["macro"]["ci"],
                        "p_value": comparison["macro"]["p_value"], "report": comparison_paths["compare.html"]},
         "exports": exports,
+        "gate": gate,
         "elapsed_s": round(time.time() - started, 1),
     }
     from keras_mamsf.utils import write_text_atomic
@@ -142,11 +143,12 @@ def run(args):
 def _export(run, root, out_dir, seed, say):
     from keras_mamsf.export import export_model
     from keras_mamsf.export.litert import INT8
+    from keras_mamsf.export.parity import gate_table
     from keras_mamsf.inference.formats import ONNX, TFLITE
 
     report = export_model(run["model"], out_dir, formats=[TFLITE, ONNX], quantize=[INT8],
                           calibration_data=root, parity_data=root, thresholds_path=run["paths"].get("thresholds"),
-                          calibration_images=200, parity_images=200, seed=seed, log=say)
+                          calibration_images=200, seed=seed, log=say)
     exports = {}
     for name, entry in report["artifacts"].items():
         parity = entry.get("parity") or {}
@@ -154,10 +156,10 @@ def _export(run, root, out_dir, seed, say):
         kept = entry.get("file")  # a failed artifact is kept as NAME.FAILED.EXT
         exports[name] = {"path": os.path.join(out_dir, kept) if kept else None, "status": entry["status"],
                          "parity": parity.get("status"), "max_dp": figures.get("max_dp"),
-                         "macro_auc_change": None if figures.get("macro_auc_drop") is None
-                         else -figures["macro_auc_drop"],
-                         "size_bytes": entry.get("size_bytes")}
-    return exports
+                         "macro_auc_change": figures.get("macro_auc_change"),
+                         "failure": (parity.get("failures") or [entry.get("error")])[0] if entry["status"] == "failed"
+                         else None, "size_bytes": entry.get("size_bytes")}
+    return exports, gate_table(report)
 
 
 def _thresholds(report):
@@ -217,6 +219,10 @@ def _print_summary(summary, runs, anchors, comparison, root):
         kept = "" if entry["status"] == "ok" or not entry["path"] else f"; kept as {os.path.basename(entry['path'])}"
         max_dp = "n/a" if entry["max_dp"] is None else f"{entry['max_dp']:.2g}"
         print(f"export {name}: {entry['status']}, parity {entry['parity']} (max |dp| {max_dp}{change}{kept})")
+        if entry["failure"]:
+            print(f"  why: {entry['failure']}" + ("; not for a device" if name.endswith(".tflite") else ""))
+    if summary["gate"]:
+        print("\n".join(summary["gate"]))
     report = runs[anchored]["metrics"]["thresholds"]
     print(f"screening thresholds (anchor={anchored}, '{report['rule']}' rule: sensitivity >= "
           f"{report['min_sensitivity']:g} with probability {1 - report['delta']:g}, chosen on val):")

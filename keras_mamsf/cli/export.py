@@ -38,17 +38,23 @@ def add_arguments(parser, formats=True):
     parser.add_argument("--calibration-images", type=int, default=300, help="calibration images (default: 300)")
     parser.add_argument("--io-type", default="uint8", choices=["uint8", "int8"], help="int8 model input/output type")
     parser.add_argument("--parity-data", metavar="ROOT", default=None,
-                        help="held-out images for parity: the test split of this root (default: --calibration-data's; "
-                        "with neither, a small synthetic set)")
-    parser.add_argument("--parity-images", type=int, default=200, help="parity images (default: 200)")
+                        help="images for the parity gate: the validation split of this root, split as the model's run "
+                        "split it (default: --calibration-data's; with neither, a small synthetic set)")
+    parser.add_argument("--parity-images", type=int, default=None,
+                        help="at most this many validation images for the gate, a seeded sample (default: all)")
     parser.add_argument("--thresholds", metavar="FILE", default=None,
                         help="JSON {label: threshold} for the decision agreement and the manifest (default: 0.5 each)")
     parser.add_argument("--max-dp", type=float, default=GATES["exact"]["max_dp"],
                         help="gate: max |probability difference| of float32 artifacts (default: %(default)g)")
-    parser.add_argument("--max-macro-auc-drop", type=float, default=GATES["quantized"]["max_macro_auc_drop"],
-                        help="gate for quantized TFLite: macro AUC drop (default: %(default)g)")
-    parser.add_argument("--max-class-auc-drop", type=float, default=GATES["quantized"]["max_class_auc_drop"],
-                        help="gate for quantized TFLite: any one class's AUC drop (default: %(default)g)")
+    parser.add_argument("--margin", type=float, default=GATES["quantized"]["margin"],
+                        help="gate for quantized TFLite (non-inferiority): a class passes when the one-sided 95%% lower "
+                        "bound of its AUC change is above -MARGIN (default: %(default)g)")
+    parser.add_argument("--min-positives", type=int, default=GATES["quantized"]["min_positives"],
+                        help="gate for quantized TFLite: classes with fewer validation positives are not judged "
+                        "(default: %(default)s)")
+    parser.add_argument("--mixed", action=argparse.BooleanOptionalAction, default=True,
+                        help="when full int8 fails its gate, also write model_int8_mixed.tflite: int8 with the ops "
+                        "that lose the most kept in float, as few as pass the gate (for Android/CPU; default: on)")
     parser.add_argument("--guard", metavar="FILE", default=None,
                         help="the OOD guard (ood_guard.npz) whose ood_score every artifact carries (default: the "
                         "run's ood_guard.npz beside MODEL, else one fitted on --calibration-data)")
@@ -65,19 +71,19 @@ def add_arguments(parser, formats=True):
 
 def run(args, formats=None):
     from keras_mamsf.export.exporter import export_model, parse_formats
+    from keras_mamsf.export.gates import GATES
     from keras_mamsf.export.litert import parse_variants
 
-    if args.calibration_images < 1 or args.parity_images < 1:
+    if args.calibration_images < 1 or (args.parity_images is not None and args.parity_images < 1):
         raise ValueError("--calibration-images and --parity-images must be >= 1")
     if args.ood_alpha is not None and not 0.0 < args.ood_alpha < 1.0:
         raise ValueError(f"--ood-alpha must be in (0, 1), got {args.ood_alpha}")
-    if min(args.max_dp, args.max_macro_auc_drop, args.max_class_auc_drop) < 0:
-        raise ValueError("gates (--max-dp, --max-macro-auc-drop, --max-class-auc-drop) must be >= 0")
-    gates = {
-        "exact": {"max_dp": args.max_dp},
-        "quantized": {"max_dp": args.max_dp, "max_macro_auc_drop": args.max_macro_auc_drop,
-                      "max_class_auc_drop": args.max_class_auc_drop},
-    }
+    if args.max_dp < 0 or args.margin <= 0 or args.min_positives < 1:
+        raise ValueError(f"gates: --max-dp must be >= 0, --margin > 0 and --min-positives >= 1 (got {args.max_dp}, "
+                         f"{args.margin}, {args.min_positives})")
+    gates = {"exact": {"max_dp": args.max_dp},
+             "quantized": dict(GATES["quantized"], max_dp=args.max_dp, margin=args.margin,
+                               min_positives=args.min_positives)}
     report = export_model(
         args.model, args.out,
         formats=parse_formats(formats or args.format),
@@ -85,7 +91,7 @@ def run(args, formats=None):
         calibration_data=args.calibration_data, parity_data=args.parity_data, verify=not args.no_verify,
         io_type=args.io_type, thresholds_path=args.thresholds, calibration_images=args.calibration_images,
         parity_images=args.parity_images, seed=args.seed, gates=gates, keep_failed=args.keep_failed,
-        guard_path=args.guard, ood_alpha=args.ood_alpha,
+        guard_path=args.guard, ood_alpha=args.ood_alpha, mixed=args.mixed,
         log=None if args.json else (lambda message: print(message, file=sys.stderr)),
     )
     if args.json:

@@ -159,9 +159,11 @@ def image_source(parts=None, shards=None):
     return ShardImages(shards) if shards is not None else PngImages(parts)
 
 
-def open_root(root, split_seed=0, exact_size=False):
+def open_root(root, split_seed=0, exact_size=False, split=None):
     """The images under `root`, whichever kind it is: prepared shards, or an NIH-layout root read through
-    its official, patient-disjoint split (bad images left out and counted in the note)."""
+    its official, patient-disjoint split (bad images left out and counted in the note). `split`: the
+    `make_splits` settings of a training run (`{"method", "val_fraction", "seed", "view"}`, as
+    `inference.model_card.run_split` reads them), so that its val split is the run's own."""
     import os
 
     if root is None or not os.path.isdir(root):
@@ -175,4 +177,5 @@ def open_root(root, split_seed=0, exact_size=False):
     index = nih.read_nih(root, on_bad_image="skip")
     skipped = sum(index.skipped.values())
     note = f"; {skipped} bad image(s) of the root left out: {', '.join(index.skipped_names[:3])}" if skipped else ""
-    return PngImages(splits.make_splits(index.records, index.lists, "official", seed=split_seed), note=note, root=root)
+    settings = dict({"method": "official", "seed": split_seed}, **(split or {}))
+    return PngImages(splits.make_splits(index.records, index.lists, **settings), note=note, root=root)

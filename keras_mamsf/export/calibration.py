@@ -31,9 +31,10 @@ def select_images(labels, count, seed=0):
     return np.asarray(chosen[:count] if len(chosen) > count else chosen, dtype="int64")
 
 
-def load_images(root, split, image_size, channels=3, count=300, seed=0):
-    """`(images float32 (N, S, S, channels) 0..255, labels (N, 14), source)` from `root`'s `split`."""
-    source = open_root(root)
+def load_images(root, split, image_size, channels=3, count=300, seed=0, source=None):
+    """`(images float32 (N, S, S, channels) 0..255, labels (N, 14), source)` from `root`'s `split` (`source`:
+    `root` already opened, e.g. with a run's split settings)."""
+    source = source or open_root(root)
     split_labels = source.labels(split, image_size)
     chosen = select_images(split_labels, count, seed)
     unique = np.unique(chosen)

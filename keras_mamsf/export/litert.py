@@ -20,6 +20,10 @@ import numpy as np
 # calibration images.
 VARIANTS = {"float32": "exact", "float16": "quantized", "dynamic": "quantized", "int8": "quantized"}
 INT8 = "int8"
+# Written only when full int8 fails its gate (and `mixed` is on): int8 with the ops that lose the most kept in
+# float, float32 input and output; for Android / CPU (an Edge TPU runs full int8 only).
+MIXED = "int8_mixed"
+GATE_OF = dict(VARIANTS, **{MIXED: "quantized"})
 IO_TYPES = ("uint8", "int8")
 
 
@@ -47,8 +51,7 @@ def convert(saved_model_dir, variant, representative=None, io_type="uint8"):
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown TFLite variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serve"])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter = _converter(saved_model_dir)
     if variant in ("float16", "dynamic", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if variant == "float16":
@@ -58,15 +61,7 @@ def convert(saved_model_dir, variant, representative=None, io_type="uint8"):
             raise ValueError("int8 needs representative images: pass --calibration-data ROOT")
         if io_type not in IO_TYPES:
             raise ValueError(f"int8 input/output type must be one of {IO_TYPES}, got {io_type!r}")
-        images = [np.asarray(image, dtype="float32") for image in representative]
-        if not images:
-            raise ValueError("int8 calibration got no images")
-
-        def dataset():
-            for image in images:
-                yield {"image": image}
-
-        converter.representative_dataset = dataset
+        converter.representative_dataset = _dataset(representative)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = getattr(tf, io_type)
         converter.inference_output_type = getattr(tf, io_type)
@@ -79,6 +74,106 @@ def convert(saved_model_dir, variant, representative=None, io_type="uint8"):
             return converter.convert()
     except Exception as error:  # the converter raises ConverterError and friends with long logs
         raise ConversionError(f"TFLite {variant} conversion failed: {_first_reason(error)}") from None
+
+
+def _converter(saved_model_dir):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serve"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
+def _dataset(representative):
+    images = [np.asarray(image, dtype="float32") for image in representative]
+    if not images:
+        raise ValueError("int8 calibration got no images")
+
+    def dataset():
+        for image in images:
+            yield {"image": image}
+
+    return dataset
+
+
+def noise_to_signal(float_value, quantized_value, scale, zero_point):
+    """An op's int8 output error relative to its own spread: RMS(dequantized - float) / SD(float), on one image.
+    (The debugger's default, RMS error in quantization steps, is about 0.3 for every op: rounding; what loses a
+    model its ranking is an op whose steps are coarse against the values it must tell apart.)"""
+    reference = np.asarray(float_value, "float64")
+    dequantized = (np.asarray(quantized_value).astype("int32") - zero_point) * float(scale)
+    spread = reference.std()
+    return float(np.sqrt(np.mean((dequantized - reference) ** 2)) / spread) if spread > 0 else 0.0
+
+
+def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_trials=12, log=None, skip=("ood_score",)):
+    """int8 with the fewest ops kept in float that `passes(model_bytes) -> bool` accepts (the parity gate).
+
+    The ops are ranked by `noise_to_signal` on `debug_images` calibration images (TFLite's
+    QuantizationDebugger; ops whose names contain a `skip` part, such as the OOD guard's, stay int8), and the
+    n worst are kept in float (the debugger's denylisting, on one calibration): n = 1, 2, 4, ... until the
+    gate passes, then bisected down to the smallest passing n. One op at a time would take hundreds of
+    conversions when the error is spread over the network; doubling then bisecting takes about 2 log2(n).
+    At least one ranked op stays int8: every op in float is the float model, not a mixed int8 file.
+    Returns `(model bytes, record)`: record has "passed", "float_ops" (names), "ranking" (the 20 worst ops
+    with their figure) and "trials" (n, passed); without a passing n, the last (largest) one tried.
+    """
+    import csv
+    import io
+    import warnings
+
+    import tensorflow as tf
+
+    log = log or (lambda message: None)
+    converter = _converter(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _dataset(representative)
+    debug = [np.asarray(image, dtype="float32") for image in list(representative)[:debug_images]]
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={
+        "noise_to_signal": noise_to_signal})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([image] for image in debug), debug_options=options)
+        debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    dump.seek(0)
+    rows = [row for row in csv.DictReader(dump) if not any(part in row["tensor_name"] for part in skip)]
+    rows.sort(key=lambda row: -float(row["noise_to_signal"]))
+    ranking = list(dict.fromkeys(row["tensor_name"] for row in rows))
+    trials, results = [], {}
+
+    def attempt(count):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=ranking[:count])
+            data = debugger.get_nondebug_quantized_model()
+        ok = bool(passes(data))
+        trials.append({"float_ops": count, "passed": ok})
+        results[count] = data
+        log(f"mixed int8: {count} of {len(ranking)} ops in float: {'passes' if ok else 'fails'} the gate")
+        return ok
+
+    most = len(ranking) - 1
+    low, high, count = 0, None, 1  # low: the largest count known to fail; high: the smallest known to pass
+    while count <= most and len(trials) < max_trials:
+        if attempt(count):
+            high = count
+            break
+        low, count = count, min(2 * count, most) if count < most else count + 1
+    while high is not None and high - low > 1 and len(trials) < max_trials:
+        middle = (low + high) // 2
+        if attempt(middle):
+            high = middle
+        else:
+            low = middle
+    chosen = high if high is not None else max(results)
+    record = {"passed": high is not None, "float_ops": ranking[:chosen], "ops_ranked": len(ranking),
+              "ranking": [{"op": row["op_name"], "tensor": row["tensor_name"],
+                           "noise_to_signal": float(row["noise_to_signal"])} for row in rows[:20]],
+              "debug_images": len(debug), "trials": trials}
+    return results[chosen], record
 
 
 def _first_reason(error):

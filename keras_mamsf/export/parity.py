@@ -1,100 +1,100 @@
 """Parity of an exported artifact with the Keras float model, and its pass/fail gate.
 
-On the same held-out images: per-class ROC AUC of both (scikit-learn), the AUC drops, max and
-mean |dp|, and the agreement of the decisions at the thresholds. An int8 file is measured twice:
-from its `probs` output (a sigmoid with 256 levels) and from its `logits` with the sigmoid on the
-host; the better path is named in `use_output`, and the gate passes if that path passes.
+On the same held-out images (the validation split, patient ids known): max and mean |dp| and the
+agreement of the decisions at the thresholds, for every artifact. float32 artifacts pass when max |dp|
+<= 1e-4. Quantized ones pass that bound or the non-inferiority test of their AUCs
+(`stats.noninferiority`: per class and macro, the AUC change with its paired patient-bootstrap
+one-sided bounds and DeLong p-value; pass / fail / not shown / not judged), the one AUC implementation
+of the library (`stats.ranking`). An int8 file is measured twice: from its `probs` output (a sigmoid
+with 256 levels) and from its `logits` with the sigmoid on the host; the better path is named in
+`use_output`. `decision_figures` adds, at the thresholds each model is deployed with, the share of
+decisions that flip per class and both models' sensitivity and specificity with CIs.
 """
 
 import numpy as np
 
 from keras_mamsf.export.gates import GATES
-from keras_mamsf.stats.metrics import per_class_auc
 
 
-def compare(reference, candidate, labels, names, thresholds):
-    """Figures of `candidate` probabilities against `reference` (the Keras float model)."""
+def compare(reference, candidate, names, thresholds):
+    """|dp| figures of `candidate` probabilities against `reference` (the Keras float model), and the share of
+    decisions both make alike at `thresholds` (a class without one, None, is never called by either)."""
     reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
-    # a class without a threshold ("not screened": None) is never called, by either model
     thresholds = np.asarray([np.nan if t is None else t for t in thresholds], "float64")
-    ref_auc = per_class_auc(labels, reference, names)
-    new_auc = per_class_auc(labels, candidate, names)
-    drops = {
-        name: ref_auc["per_class"][name]["auc"] - new_auc["per_class"][name]["auc"]
-        for name in names
-        if ref_auc["per_class"][name]["auc"] is not None
-    }
     dp = np.abs(candidate - reference)
     return {
         "images": int(len(reference)),
         "max_dp": float(dp.max()),
         "mean_dp": float(dp.mean()),
         "threshold_agreement": float(np.mean((candidate >= thresholds) == (reference >= thresholds))),
-        "macro_auc_reference": ref_auc["macro"],
-        "macro_auc": new_auc["macro"],
-        "macro_auc_drop": None if ref_auc["macro"] is None else ref_auc["macro"] - new_auc["macro"],
-        "class_auc": {name: new_auc["per_class"][name]["auc"] for name in names},
-        "class_auc_drop": drops,
-        "max_class_auc_drop": max(drops.values()) if drops else None,
-        "classes_unscored": new_auc["classes_unscored"],
     }
 
 
-def check_gate(figures, gate):
-    """`(passed, [reasons])` for one set of figures against a gate dict.
-
-    With AUC bounds in the gate, `max_dp` is an alternative (either suffices); without, a must.
-    """
-    close = figures["max_dp"] <= gate.get("max_dp", float("inf"))
-    if "max_macro_auc_drop" not in gate and "max_class_auc_drop" not in gate:
-        return close, [] if close else [f"max |dp| {figures['max_dp']:.3g} > {gate['max_dp']:g}"]
-    if close:
-        return True, []
-    reasons = []
-    if "max_macro_auc_drop" in gate and (figures["macro_auc_drop"] or 0.0) > gate["max_macro_auc_drop"]:
-        reasons.append(f"macro AUC change {-figures['macro_auc_drop']:+.4f} (allowed: down to "
-                       f"{-gate['max_macro_auc_drop']:+g})")
-    if "max_class_auc_drop" in gate and (figures["max_class_auc_drop"] or 0.0) > gate["max_class_auc_drop"]:
-        worst = max(figures["class_auc_drop"], key=figures["class_auc_drop"].get)
-        reasons.append(f"{worst} AUC change {-figures['max_class_auc_drop']:+.4f} (allowed: down to "
-                       f"{-gate['max_class_auc_drop']:+g})")
-    if reasons and "max_dp" in gate:
-        reasons.insert(0, f"max |dp| {figures['max_dp']:.3g} > {gate['max_dp']:g}")
-    return not reasons, reasons
-
-
-def artifact_parity(gate_kind, variant, reference, outputs, labels, names, thresholds, gates=None, clusters=None):
+def artifact_parity(gate_kind, variant, reference, outputs, labels, names, thresholds, gates=None, patient_id=None):
     """The parity entry of one artifact: figures per output path, the path to use, the verdict.
-    `gate_kind`: "exact" or "quantized" (the format's or TFLite variant's, from their tables). A quantized
-    artifact also gets the non-inferiority test of its AUCs (`stats.noninferiority`, resampling `clusters`:
-    the distinct held-out images, since rare classes' positives are repeated), reported beside the gate."""
+
+    Args:
+        gate_kind: "exact" or "quantized" (the format's or TFLite variant's, from their tables).
+        variant: the TFLite variant ("int8" is read through both its outputs) or "float32".
+        reference: (N, C) probabilities of the Keras float model; `outputs` the artifact's on the same images.
+        labels: (N, C) 0/1; `names` the C classes; `thresholds` C values (None: not screened).
+        gates: `{"exact": {...}, "quantized": {...}}` (default `GATES`).
+        patient_id: (N,) ids for the bootstrap (None: images are resampled).
+    """
     from keras_mamsf.export.litert import INT8
     from keras_mamsf.inference.runners import sigmoid
 
     gate = dict((gates or GATES)[gate_kind])
-    paths = {"probs": compare(reference, outputs["probs"], labels, names, thresholds)}
+    scores = {"probs": outputs["probs"]}
     if variant == INT8:
-        paths["logits"] = compare(reference, sigmoid(outputs["logits"]), labels, names, thresholds)
-    verdicts = {name: check_gate(figures, gate) for name, figures in paths.items()}
-    passing = [name for name, (ok, _) in verdicts.items() if ok]
-    ranked = sorted(paths, key=lambda name: (paths[name]["macro_auc_drop"] or 0.0, paths[name]["max_dp"]))
-    use = (passing and min(passing, key=ranked.index)) or ranked[0]
-    entry = {
-        "status": "passed" if passing else "failed",
-        "gate": gate,
-        "use_output": use,
-        "failures": [] if passing else verdicts[use][1],
-        "paths": paths,
-    }
-    if gate_kind == "quantized":
-        from keras_mamsf.stats.noninferiority import auc_noninferiority
+        scores["logits"] = sigmoid(outputs["logits"])
+    paths = {name: compare(reference, value, names, thresholds) for name, value in scores.items()}
+    close = {name: figures["max_dp"] <= gate["max_dp"] for name, figures in paths.items()}
+    if gate_kind == "exact":
+        figures = paths["probs"]
+        return {"status": "passed" if close["probs"] else "failed", "gate": gate, "use_output": "probs",
+                "failures": [] if close["probs"] else [f"max |dp| {figures['max_dp']:.3g} > {gate['max_dp']:g}"],
+                "paths": paths}
+    from keras_mamsf.stats.noninferiority import auc_noninferiority
 
-        scores = sigmoid(outputs["logits"]) if use == "logits" else outputs["probs"]
-        test = auc_noninferiority(labels, reference, scores, clusters, names)
-        if clusters is not None:
-            test.update(resampling="distinct image", patients=None, distinct_images=test["patients"])
-        entry["noninferiority"] = test
-    return entry
+    tests = {name: auc_noninferiority(labels, reference, value, patient_id, names, margin=gate["margin"],
+                                      min_positives=gate["min_positives"], n_boot=gate["n_boot"],
+                                      confidence=gate["confidence"])
+             for name, value in scores.items()}
+    passed = {name: close[name] or tests[name]["passed"] for name in scores}
+    for name, test in tests.items():
+        paths[name].update(macro_auc_change=test["macro"]["delta"], noninferiority=test["macro"]["verdict"])
+
+    def preference(name):  # a passing path first, then the smaller macro AUC loss, then the smaller |dp|
+        delta = tests[name]["macro"]["delta"]
+        return (passed[name], -np.inf if delta is None else delta, -paths[name]["max_dp"])
+
+    use = max(scores, key=preference)
+    return {"status": "passed" if passed[use] else "failed", "gate": gate, "use_output": use,
+            "failures": [] if passed[use] else tests[use]["failures"], "paths": paths,
+            "noninferiority": tests[use]}
+
+
+def decision_figures(labels, reference, candidate, names, reference_thresholds, candidate_thresholds,
+                     patient_id=None, n_boot=1000, seed=0):
+    """At the thresholds each model is deployed with (the float model's, the quantized file's own): per class the
+    share of images whose call flips, and each model's sensitivity and specificity with 95% CIs.
+    `{"flipped": {label: share}, "reference": operating points, "candidate": operating points}` (a class not
+    screened by either is left out)."""
+    from keras_mamsf.stats.thresholds import operating_points
+
+    reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
+    flipped = {}
+    for c, name in enumerate(names):
+        before, after = reference_thresholds[c], candidate_thresholds[c]
+        if before is None and after is None:
+            continue
+        called = reference[:, c] >= before if before is not None else np.zeros(len(reference), bool)
+        called_now = candidate[:, c] >= after if after is not None else np.zeros(len(candidate), bool)
+        flipped[name] = float(np.mean(called != called_now))
+    return {"flipped": flipped,
+            "reference": operating_points(labels, reference, reference_thresholds, names, patient_id, n_boot, seed),
+            "candidate": operating_points(labels, candidate, candidate_thresholds, names, patient_id, n_boot, seed)}
 
 
 def ood_parity(reference, candidate, threshold):
@@ -110,3 +110,34 @@ def ood_parity(reference, candidate, threshold):
         "verdict_agreement": float(np.mean((reference > threshold) == (candidate > threshold))),
         "max_abs_diff": float(np.max(np.abs(reference - candidate))),
     }
+
+
+def gate_table(record):
+    """The gate of every quantized artifact of an export manifest `record` as one table (lines): per artifact
+    the macro and each judged class, its positives, AUC change [one-sided bounds] and verdict."""
+    tested = {name: entry["parity"] for name, entry in record["artifacts"].items()
+              if "noninferiority" in (entry.get("parity") or {})}
+    if not tested:
+        return []
+    first = next(iter(tested.values()))["noninferiority"]
+    lines = [f"gate of the quantized files (AUC change against the Keras model; {record['parity_data']['source']}): "
+             f"a class passes when the one-sided {first['confidence']:.0%} lower bound of its change is above "
+             f"-{first['margin']:g}, fails when the upper bound is below it, else is not shown",
+             f"{'artifact':<26} {'class':<22} {'positives':>9}  {'AUC change [bounds]':<27}  verdict"]
+    for name, check in tested.items():
+        test = check["noninferiority"]
+        rows = [(f"macro ({test['macro']['classes']} classes)", "", test["macro"])]
+        rows += [(label, entry["positives"], entry) for label, entry in test["per_class"].items()
+                 if entry["verdict"] != "not judged"]
+        for k, (label, positives, entry) in enumerate(rows):
+            change = "-" if entry["bounds"] is None else (
+                f"{entry['delta']:+.4f} [{entry['bounds'][0]:+.4f}, {entry['bounds'][1]:+.4f}]")
+            lines.append(f"{name if k == 0 else '':<26} {label:<22} {positives!s:>9}  {change:<27}  {entry['verdict']}")
+        lines.append(f"{'':<26} => {'PASSED' if check['status'] == 'passed' else 'FAILED'}"
+                     + (" (max |dp| within the exact bound)" if check["status"] == "passed" and not test["passed"]
+                        else ""))
+    not_judged = [f"{label} {entry['positives']}" for label, entry in first["per_class"].items()
+                  if entry["verdict"] == "not judged"]
+    if not_judged:
+        lines.append(f"not judged (fewer than {first['min_positives']} positives): {', '.join(not_judged)}")
+    return lines

@@ -60,6 +60,22 @@ def run_thresholds(model_path):
     return beside if os.path.isfile(beside) else None
 
 
+def run_split(model_path):
+    """The split settings of the `mamsf train` run that wrote `model_path` (its config.toml beside it), as
+    `data.sources.open_root(split=...)` takes them; None for a model outside a run folder."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path).rstrip(os.sep))), "config.toml")
+    if not os.path.isfile(beside):
+        return None
+    import tomllib
+
+    with open(beside, "rb") as handle:
+        config = tomllib.load(handle)  # written by `TrainConfig.write`: checked keys, defaults filled in
+    defaults = {"split": "official", "val_fraction": 0.1, "split_seed": 0, "view": "all"}
+    config = {key: config.get(key, value) for key, value in defaults.items()}
+    return {"method": config["split"], "val_fraction": config["val_fraction"], "seed": config["split_seed"],
+            "view": config["view"]}
+
+
 def find_manifest(model_path):
     """The manifest that describes `model_path` (in its folder, or above a SavedModel folder),
     and that artifact's entry; `(None, None)` when there is none."""

@@ -93,9 +93,13 @@ def auc_noninferiority(y_true, reference, candidate, patient_id=None, labels=Non
     failures = [f"{label} AUC change {entry['delta']:+.4f}, one-sided {confidence:.0%} bounds "
                 f"[{entry['bounds'][0]:+.4f}, {entry['bounds'][1]:+.4f}]: {entry['verdict']} (margin {margin:g})"
                 for label, entry in per_class.items() if entry["verdict"] in (FAIL, NOT_SHOWN)]
-    if macro["verdict"] != PASS:
-        failures.insert(0, f"macro AUC change: {macro['verdict']}" + (
-            "" if macro["bounds"] is None else f" (bounds [{macro['bounds'][0]:+.4f}, {macro['bounds'][1]:+.4f}])"))
+    if macro["verdict"] == NOT_JUDGED:
+        failures.insert(0, f"no class has {min_positives} positives among these {len(y)} images: nothing can be "
+                           "shown (a larger validation split, or a lower minimum of positives)")
+    elif macro["verdict"] != PASS:
+        failures.insert(0, f"macro AUC change {macro['delta']:+.4f}, one-sided {confidence:.0%} bounds "
+                           f"[{macro['bounds'][0]:+.4f}, {macro['bounds'][1]:+.4f}]: {macro['verdict']} "
+                           f"(margin {margin:g})")
     return {"passed": not failures, "failures": failures, "margin": margin, "min_positives": min_positives,
             "confidence": confidence, "n_boot": int(n_boot), "resampling": resampling, "images": int(len(y)),
             "patients": int(clusters) if resampling == "patient" else None, "per_class": per_class, "macro": macro}

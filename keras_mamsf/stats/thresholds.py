@@ -151,3 +151,39 @@ def operating_figures(tallies):
     with np.errstate(invalid="ignore", divide="ignore"):
         return {"sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp), "ppv": tp / (tp + fp),
                 "npv": tn / (tn + fn)}
+
+
+def operating_points(y_true, y_score, thresholds, labels, patient_id=None, n_boot=1000, seed=0):
+    """Sensitivity and specificity of each class at its threshold, with percentile 95% CIs from a bootstrap of
+    patients (of images without ids): `{label: {"threshold", "positives", "sensitivity": {"value", "ci"},
+    "specificity": {"value", "ci"}}}`. A class whose threshold is None (not screened) is left out.
+
+    Args:
+        y_true, y_score: (N, C) labels and scores.
+        thresholds: C thresholds (or None), in label order.
+        labels: the C class names.
+        patient_id: (N,) ids, or None.
+
+    Example:
+        operating_points(y, scores, [0.4, None], ["Effusion", "Hernia"], patient_id)["Effusion"]["sensitivity"]
+    """
+    from keras_mamsf.stats.bootstrap import clusters_of, percentile_interval, resample_counts
+
+    y, score = np.asarray(y_true), np.asarray(y_score, dtype="float64")
+    cluster, clusters, _ = clusters_of(patient_id, len(y))
+    points = [c for c, threshold in enumerate(thresholds) if threshold is not None]
+    if not points:
+        return {}
+    tallies = np.concatenate([confusion_tallies(y[:, c], score[:, c], thresholds[c], cluster, clusters)
+                              for c in points], axis=1)  # (clusters, 4 per point)
+    resampled = np.concatenate([counts @ tallies for counts in resample_counts(clusters, n_boot, seed)])
+    point = operating_figures(tallies.sum(axis=0).reshape(-1, 4))
+    samples = operating_figures(resampled.reshape(len(resampled), len(points), 4))
+    figures = {}
+    for k, c in enumerate(points):
+        figures[labels[c]] = {"threshold": float(thresholds[c]), "positives": int(y[:, c].sum())}
+        for measure in ("sensitivity", "specificity"):
+            value = point[measure][k]
+            figures[labels[c]][measure] = {"value": None if not np.isfinite(value) else float(value),
+                                           "ci": percentile_interval(samples[measure][:, k])}
+    return figures

@@ -1,0 +1,60 @@
+"""The mixed int8 search (`litert.mixed_int8`): the ops ranked by their int8 noise-to-signal ratio, the n worst kept in
+float for n = 1, 2, 4, ... until the gate passes, then bisected to the smallest passing n."""
+
+import numpy as np
+import pytest
+
+from keras_mamsf.export import litert
+
+SIZE = 16
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    for filters in (8, 8, 16, 16):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="swish")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", lambda image: {"logits": model(image)},
+                         input_signature=[tf.TensorSpec((1, SIZE, SIZE, 1), tf.float32, name="image")])
+    path = str(tmp_path_factory.mktemp("mixed") / "saved")
+    archive.write_out(path, verbose=False)
+    images = np.random.default_rng(0).uniform(0, 255, (24, 1, SIZE, SIZE, 1)).astype("float32")
+    return path, images
+
+
+def test_noise_to_signal_is_the_relative_rms_error():
+    reference = np.array([0.0, 1.0, 2.0, 3.0])
+    quantized = np.array([0, 10, 20, 31], "int8")  # scale 0.1: errors 0, 0, 0, 0.1
+    expected = np.sqrt(0.01 / 4) / reference.std()
+    assert abs(litert.noise_to_signal(reference, quantized, 0.1, 0) - expected) < 1e-12
+    assert litert.noise_to_signal(np.ones(4), np.ones(4, "int8"), 1.0, 0) == 0.0  # a constant tensor
+
+
+def test_the_search_doubles_then_bisects(saved_model):
+    path, images = saved_model
+    answers = iter([False, False, False, True, True, False])  # 1, 2, 4 fail; 8 passes; 6 passes; 5 fails
+    data, record = litert.mixed_int8(path, images, lambda model: next(answers), debug_images=4)
+    assert [trial["float_ops"] for trial in record["trials"]] == [1, 2, 4, 8, 6, 5]
+    assert record["passed"] and len(record["float_ops"]) == 6 and record["ops_ranked"] >= 8
+    ratios = [op["noise_to_signal"] for op in record["ranking"]]
+    assert ratios == sorted(ratios, reverse=True) and record["float_ops"][0] == record["ranking"][0]["tensor"]
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=data).get_signature_runner("serve")
+    assert runner(image=images[0])["logits"].shape == (1, 3)
+
+
+def test_a_search_that_never_passes_says_so_within_its_trials(saved_model):
+    path, images = saved_model
+    data, record = litert.mixed_int8(path, images, lambda model: False, debug_images=4, max_trials=3)
+    assert not record["passed"] and [t["float_ops"] for t in record["trials"]] == [1, 2, 4]
+    assert len(record["float_ops"]) == 4  # the largest tried
