@@ -8,10 +8,11 @@ per-op-type time table for the int8 and float32 files.
 Without --model it builds MAMSF (random init, anchor "branch", its anchor moved off the online
 weights as a trained model's is: equal blocks would be merged by the converter) on --backbone at
 --size; several backbones (a comma list) are exported each and timed in the same interleaved rounds,
-with each variant's ratio to the first backbone's same variant (the bedside backbone question); --exports DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep)
+with each variant's ratio to the first backbone's same variant (the bedside backbone question);
+--exports DIR reuses the .tflite files of an earlier export (`mamsf export` or --keep)
 instead of exporting. The variants are exported with `keras_mamsf.export.export_model` (calibration:
 the training split of --calibration-data, else of a small SYNTHETIC NIH-layout root written to a temporary folder;
-parity on that root's test split).
+the gate on that root's val split).
 
 Latency, batch 1, one fixed image, in the LiteRT interpreter (`ai-edge-litert`, XNNPACK):
 - *invoke*: `interpreter.invoke()` alone, the input already set;
@@ -208,7 +209,6 @@ def main(argv=None):
     exports = {}  # backbone -> (folder, manifest)
     if args.exports:
         from keras_mamsf.export.litert import MIXED
-
         from keras_mamsf.inference.formats import failed_name
 
         variants = [v for v in variants + [MIXED] if any(os.path.isfile(os.path.join(args.exports, name)) for name

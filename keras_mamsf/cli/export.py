@@ -47,8 +47,8 @@ def add_arguments(parser, formats=True):
     parser.add_argument("--max-dp", type=float, default=GATES["exact"]["max_dp"],
                         help="gate: max |probability difference| of float32 artifacts (default: %(default)g)")
     parser.add_argument("--margin", type=float, default=GATES["quantized"]["margin"],
-                        help="gate for quantized TFLite (non-inferiority): a class passes when the one-sided 95%% lower "
-                        "bound of its AUC change is above -MARGIN (default: %(default)g)")
+                        help="gate for quantized TFLite (non-inferiority): a class passes when the one-sided 95%% "
+                        "lower bound of its AUC change is above -MARGIN (default: %(default)g)")
     parser.add_argument("--min-positives", type=int, default=GATES["quantized"]["min_positives"],
                         help="gate for quantized TFLite: classes with fewer validation positives are not judged "
                         "(default: %(default)s)")
