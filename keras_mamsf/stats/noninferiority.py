@@ -22,8 +22,6 @@ reported beside it.
 import numpy as np
 
 from keras_mamsf.stats.bootstrap import clusters_of, resample_counts
-from keras_mamsf.stats.delong import delong_test
-from keras_mamsf.stats.ranking import RankedScores, is_scorable
 
 MARGIN = 0.02
 MIN_POSITIVES = 20
@@ -49,6 +47,10 @@ def auc_noninferiority(y_true, reference, candidate, patient_id=None, labels=Non
     "patients", "per_class": {label: {"positives", "auc_reference", "auc_candidate", "delta", "bounds", "p_value",
     "verdict"}}, "macro": {"delta", "bounds", "classes", "verdict"}}`.
     """
+    # here, not at import: `export.gates` reads this module's defaults, and `mamsf --help` runs without SciPy
+    from keras_mamsf.stats.delong import delong_test
+    from keras_mamsf.stats.ranking import RankedScores, is_scorable
+
     y = np.asarray(y_true).astype(int)
     reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
     if y.shape != reference.shape or y.shape != candidate.shape:
