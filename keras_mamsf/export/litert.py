@@ -142,7 +142,10 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
     rows = [row for row in csv.DictReader(dump) if not any(part in row["tensor_name"] for part in skip)]
     rows.sort(key=lambda row: -float(row["noise_to_signal"]))
     ranking = list(dict.fromkeys(row["tensor_name"] for row in rows))
-    trials, results = [], {}
+    # Only two models can be returned, so only two are held (each up to the float model's size): the smallest
+    # passing count's and the largest failing one's. A new pass is always below the last (bisection lowers it), a
+    # new failure always above the last, so each replaces its predecessor.
+    trials, kept = [], {}
 
     def attempt(count):
         with warnings.catch_warnings():
@@ -151,7 +154,7 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
             data = debugger.get_nondebug_quantized_model()
         ok = bool(passes(data))
         trials.append({"float_ops": count, "passed": ok})
-        results[count] = data
+        kept[ok] = data
         log(f"mixed int8: {count} of {len(ranking)} ops in float: {'passes' if ok else 'fails'} the gate")
         return ok
 
@@ -168,12 +171,12 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
             high = middle
         else:
             low = middle
-    chosen = high if high is not None else max(results)
+    chosen = high if high is not None else low
     record = {"passed": high is not None, "float_ops": ranking[:chosen], "ops_ranked": len(ranking),
               "ranking": [{"op": row["op_name"], "tensor": row["tensor_name"],
                            "noise_to_signal": float(row["noise_to_signal"])} for row in rows[:20]],
               "debug_images": len(debug), "trials": trials}
-    return results[chosen], record
+    return kept[high is not None], record
 
 
 def _first_reason(error):
