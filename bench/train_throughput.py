@@ -21,6 +21,22 @@ still gets every figure.
 
 Targets (issue 3, GPU): anchored/None >= 0.97 for "shadow"/"inplace", >= 0.90 for "branch";
 MAMSF-B0 at 224 px, JAX, mixed_bfloat16 >= 1.1x timm efficientnet_b0 compiled.
+
+Backends against each other (issue 23, CPU), one run:
+
+    python bench/train_throughput.py --backends tensorflow,jax,torch --peer timm --size 128 --batch 32 \
+        --steps 5 --rounds 5 [--peer-python /path/to/venv/bin/python] [--tf-variants]
+
+Each backend (and the peer) is a worker process of its own (Keras picks its backend once per
+process) holding the `--peer-mode` model, built, compiled and warmed up before any timing; then
+the workers are timed in interleaved rounds (one `--steps` fit each, the order rotating), one at a
+time while the others wait on a pipe, so all see the same machine. Reported: images/s (median over
+rounds) and the median per-round ratio to the first backend. `--tf-variants` adds TensorFlow
+workers for the settings one might hope are faster on a CPU (XLA `jit_compile=True`,
+`mixed_bfloat16`, one inter-op thread); `--peer-python` runs the peer under another interpreter
+(timm needs torchvision, whose PyPI wheels need a CUDA build of torch).
+On a CPU the peer is timm eager in float32, channels_last (`torch.compile` needs a C++ toolchain
+and minutes of compiling; `--peer-compile` adds it).
 """
 
 import argparse
@@ -55,7 +71,16 @@ def parse_args(argv=None):
     parser.add_argument("--peer-mode", default="branch", help="our model that the peer ratio is taken for")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--report", default=None, help="also write the JSON report to this file (atomically)")
+    parser.add_argument("--backends", default=None, metavar="B1,B2,...",
+                        help="time these Keras backends against each other (worker processes, interleaved rounds) "
+                        "with the --peer-mode model, instead of the modes of one backend")
+    parser.add_argument("--tf-variants", action="store_true",
+                        help="with --backends: also TensorFlow with XLA, with mixed_bfloat16, with 1 inter-op thread")
+    parser.add_argument("--peer-python", default=sys.executable, metavar="PYTHON",
+                        help="the interpreter of the timm peer (a venv with torch, torchvision and timm)")
+    parser.add_argument("--peer-compile", action="store_true", help="on a CPU, also time timm under torch.compile")
     parser.add_argument("--peer-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     modes = [m.strip().lower() for m in args.modes.split(",") if m.strip()]
     unknown = sorted(set(modes) - set(ALL_MODES))
@@ -71,6 +96,17 @@ def main(argv=None):
     args = parse_args(argv)
     if args.peer_worker:
         print("PEER " + json.dumps(measure_timm(args)), flush=True)
+        return
+    if args.worker:
+        serve_worker(args)
+        return
+    if args.backends:
+        report = compare_backends(args)
+        if args.report:
+            from keras_mamsf.utils import write_text_atomic
+
+            write_text_atomic(args.report, json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report, indent=2) if args.json else backends_table(report))
         return
     # The peer runs first, in its own process, so the two frameworks never hold the GPU together.
     peer = run_peer(args) if args.peer else None
@@ -166,7 +202,7 @@ def synthetic_batch(batch, size):
     return x, y
 
 
-def build_bench_model(backbone, size, mode, policy, learning_rate):
+def build_bench_model(backbone, size, mode, policy, learning_rate, jit_compile="auto"):
     """MAMSF with anchor `mode` ("none" = no anchor), same initial weights for every mode."""
     import keras
 
@@ -177,7 +213,8 @@ def build_bench_model(backbone, size, mode, policy, learning_rate):
         backbone, (size, size, 3), num_classes=NUM_CLASSES,
         anchor=None if mode == "none" else mode, dtype_policy=policy,
     )
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate), loss="binary_crossentropy")
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate), loss="binary_crossentropy",
+                  jit_compile=jit_compile)
     return model
 
 
@@ -240,6 +277,34 @@ def run_peer(args):
     return peer
 
 
+def timm_stepper(args, compiled):
+    """`(step, sync)`: one AdamW step of timm's efficientnet_b0 on one fixed batch (BCE-with-logits,
+    channels_last; bfloat16 autocast on a CUDA GPU, float32 on a CPU), and the device sync."""
+    import timm
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 3, args.size, args.size, device=device).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(args.batch, NUM_CLASSES, device=device) < 0.2).float()
+    model = timm.create_model("efficientnet_b0", num_classes=NUM_CLASSES).to(device)
+    model = model.to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
+    criterion = torch.nn.BCEWithLogitsLoss()
+    forward = torch.compile(model) if compiled else model
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=cuda):
+            loss = criterion(forward(x).float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+
+    return step, (torch.cuda.synchronize if cuda else (lambda: None))
+
+
 def measure_timm(args):
     try:
         import timm
@@ -247,44 +312,211 @@ def measure_timm(args):
     except ImportError as error:
         raise SystemExit(f"--peer timm needs PyTorch and timm installed ({error})")
     if not torch.cuda.is_available():
-        raise SystemExit("--peer timm needs a CUDA GPU (the reference figures are GPU figures)")
-    torch.manual_seed(0)
-    x = torch.rand(args.batch, 3, args.size, args.size, device="cuda").contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(args.batch, NUM_CLASSES, device="cuda") < 0.2).float()
+        raise SystemExit("--peer timm with one backend's modes compares GPU figures: use a CUDA GPU, or --backends "
+                         "for the CPU comparison")
     report = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "timm": timm.__version__,
               "images_per_second": {}, "warmup_seconds": {}, "final_loss": {}}
     for name, compiled in (("compiled", True), ("eager", False)):
-        model = timm.create_model("efficientnet_b0", num_classes=NUM_CLASSES).cuda()
-        model = model.to(memory_format=torch.channels_last).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate)
-        criterion = torch.nn.BCEWithLogitsLoss()
-        forward = torch.compile(model) if compiled else model
-
-        def step(forward=forward, optimizer=optimizer):  # bound now: the loop rebinds both
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = criterion(forward(x).float(), y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            return loss
-
+        step, sync = timm_stepper(args, compiled)
         started = time.perf_counter()
         for _ in range(max(args.warmup_steps, 3)):
             step()
-        torch.cuda.synchronize()
+        sync()
         report["warmup_seconds"][name] = time.perf_counter() - started
         rounds = []
         for _ in range(args.rounds):
             started = time.perf_counter()
             for _ in range(args.steps):
                 loss = step()
-            torch.cuda.synchronize()
+            sync()
             rounds.append(time.perf_counter() - started)
         report["images_per_second"][name] = args.batch * args.steps / statistics.median(rounds)
         report["final_loss"][name] = float(loss)
-        del model, optimizer, forward
+        del step
         torch.cuda.empty_cache()
     return report
+
+
+# -- backends against each other: one worker process each, timed in interleaved rounds ----
+# A worker's kind: "keras:BACKEND[:VARIANT]" or "timm:eager" / "timm:compiled".
+TF_VARIANTS = {"xla": "TensorFlow with jit_compile=True (XLA)", "bf16": "TensorFlow in mixed_bfloat16",
+               "inter1": "TensorFlow with one inter-op thread"}
+
+
+def worker_kinds(args):
+    """`{display name: worker kind}` in the order timed; the first is the reference of the ratios."""
+    names = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = sorted(set(names) - {"tensorflow", "jax", "torch"})
+    if unknown or not names:
+        raise SystemExit(f"--backends: unknown backend(s) {unknown}: choose from tensorflow, jax, torch")
+    kinds = {name: f"keras:{name}" for name in names}
+    if args.tf_variants:
+        kinds.update({f"tensorflow+{variant}": f"keras:tensorflow:{variant}" for variant in TF_VARIANTS})
+    if args.peer:
+        kinds["timm eager"] = "timm:eager"
+        if args.peer_compile:
+            kinds["timm compiled"] = "timm:compiled"
+    return kinds
+
+
+def keras_round(args, variant):
+    """`(run_round, info)` for a Keras worker (KERAS_BACKEND already set by the parent)."""
+    import keras
+
+    if variant == "inter1":
+        import tensorflow as tf
+
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    device = device_name(keras.backend.backend())
+    policy = "mixed_bfloat16" if variant == "bf16" else args.policy
+    if policy == "auto":
+        policy = "mixed_bfloat16" if device.startswith("gpu") else "float32"
+    x, y = synthetic_batch(args.batch, args.size)
+    model = build_bench_model(args.backbone, args.size, args.peer_mode, policy, args.learning_rate,
+                              jit_compile=True if variant == "xla" else "auto")
+    started = time.perf_counter()
+    _fit(model, x, y, args.warmup_steps)
+    _timed_fit(model, x, y, args.steps)  # a first full round, untimed: allocations settle
+    info = {"backend": keras.backend.backend(), "device": device, "policy": policy,
+            "jit_compile": bool(model.jit_compile), "warmup_seconds": time.perf_counter() - started,
+            "model": f"{args.backbone} anchor={args.peer_mode}"}
+    return (lambda: _timed_fit(model, x, y, args.steps)), info
+
+
+def timm_round(args, compiled):
+    import timm
+    import torch
+
+    step, sync = timm_stepper(args, compiled)
+    started = time.perf_counter()
+    for _ in range(max(args.warmup_steps, 3) + args.steps):
+        step()
+    sync()
+    info = {"backend": f"torch {torch.__version__}, timm {timm.__version__}",
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+            "policy": "bfloat16 autocast" if torch.cuda.is_available() else "float32",
+            "jit_compile": compiled, "warmup_seconds": time.perf_counter() - started,
+            "model": "timm efficientnet_b0", "threads": torch.get_num_threads()}
+
+    def run_round():
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            loss = step()
+        sync()
+        return time.perf_counter() - started, float(loss)
+
+    return run_round, info
+
+
+def serve_worker(args):
+    """The worker's side: build and warm up, say READY, then time one round per "go" line on stdin."""
+    family, _, rest = args.worker.partition(":")
+    if family == "timm":
+        run_round, info = timm_round(args, compiled=rest == "compiled")
+    else:
+        backend, _, variant = rest.partition(":")
+        run_round, info = keras_round(args, variant)
+    print("READY " + json.dumps(info), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "go":
+            break
+        seconds, loss = run_round()
+        print("ROUND " + json.dumps({"seconds": seconds, "loss": loss if math.isfinite(loss) else None}), flush=True)
+
+
+def _answer(process, tag):
+    """The payload of the worker's next line starting with `tag` (other output skipped); None at its end."""
+    for line in process.stdout:
+        if line.startswith(tag + " "):
+            return json.loads(line[len(tag) + 1:])
+    return None
+
+
+def compare_backends(args):
+    """Starts a worker per backend (and the peer), then times them in interleaved rounds."""
+    import tempfile
+
+    kinds = worker_kinds(args)
+    common = ["--size", str(args.size), "--batch", str(args.batch), "--steps", str(args.steps),
+              "--warmup-steps", str(args.warmup_steps), "--learning-rate", str(args.learning_rate),
+              "--policy", args.policy, "--backbone", args.backbone, "--peer-mode", args.peer_mode]
+    logs = tempfile.mkdtemp(prefix="train_throughput_")
+    workers, failed = {}, {}
+    print(f"{len(kinds)} workers ({', '.join(kinds)}): {args.backbone} anchor={args.peer_mode} {args.size}px "
+          f"batch {args.batch}; warming up one at a time (logs in {logs})", flush=True)
+    for name, kind in kinds.items():  # one at a time: a warm-up never overlaps another's
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        if kind.startswith("keras:"):
+            env["KERAS_BACKEND"] = kind.split(":")[1]
+        python = args.peer_python if kind.startswith("timm:") else sys.executable
+        log_path = os.path.join(logs, name.replace(" ", "_") + ".log")
+        process = subprocess.Popen([python, os.path.abspath(__file__), "--worker", kind] + common, env=env,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log_path, "w"),
+                                   text=True, bufsize=1)
+        info = _answer(process, "READY")
+        if info is None:
+            process.wait()
+            failed[name] = _last_line(log_path)
+            print(f"  {name}: FAILED ({failed[name]})", flush=True)
+            continue
+        workers[name] = {"process": process, "info": info, "seconds": [], "losses": []}
+        print(f"  {name}: ready after {info['warmup_seconds']:.1f} s ({info['device']}, {info['policy']}, "
+              f"jit_compile {info['jit_compile']})", flush=True)
+    names = list(workers)
+    started = time.perf_counter()
+    for round_index in range(args.rounds):
+        shift = round_index % max(len(names), 1)
+        for name in names[shift:] + names[:shift]:
+            worker = workers[name]
+            worker["process"].stdin.write("go\n")
+            worker["process"].stdin.flush()
+            answer = _answer(worker["process"], "ROUND")
+            if answer is None:
+                raise SystemExit(f"train_throughput: worker {name} died in round {round_index + 1}")
+            worker["seconds"].append(answer["seconds"])
+            worker["losses"].append(answer["loss"])
+        print(f"  round {round_index + 1}: " + ", ".join(
+            f"{n} {args.batch * args.steps / workers[n]['seconds'][-1]:.1f}" for n in names) + " img/s", flush=True)
+        if args.budget_s is not None and time.perf_counter() - started > args.budget_s:
+            print(f"  budget of {args.budget_s:.0f} s reached after {round_index + 1} round(s)", flush=True)
+            break
+    for worker in workers.values():
+        worker["process"].stdin.close()
+        worker["process"].wait()
+    reference = names[0] if names else None
+    images = args.batch * args.steps
+    return {
+        "backbone": args.backbone, "mode": args.peer_mode, "size": args.size, "batch": args.batch,
+        "steps_per_round": args.steps, "rounds": len(workers[reference]["seconds"]) if reference else 0,
+        "reference": reference, "failed": failed,
+        "workers": {
+            name: {**worker["info"], "images_per_second": images / statistics.median(worker["seconds"]),
+                   "ratio_to_reference": statistics.median(
+                       r / s for r, s in zip(workers[reference]["seconds"], worker["seconds"])),
+                   "round_seconds": worker["seconds"], "final_loss": worker["losses"][-1],
+                   "loss_finite": worker["losses"][-1] is not None}
+            for name, worker in workers.items()
+        },
+    }
+
+
+def _last_line(path):
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        lines = [line.strip() for line in handle if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def backends_table(report):
+    lines = [f"\n{report['backbone']} anchor={report['mode']} {report['size']}px batch {report['batch']}, "
+             f"{report['rounds']} interleaved round(s) of {report['steps_per_round']} steps; ratios are the median "
+             f"of per-round ratios to {report['reference']} (> 1: faster)"]
+    for name, entry in report["workers"].items():
+        loss = "NOT FINITE" if not entry["loss_finite"] else f"{entry['final_loss']:.4f}"
+        lines.append(f"  {name:<18} {entry['images_per_second']:8.1f} img/s   ratio {entry['ratio_to_reference']:6.3f}"
+                     f"   {entry['device']}, {entry['policy']}, jit_compile {entry['jit_compile']}, last loss {loss}")
+    for name, reason in report["failed"].items():
+        lines.append(f"  {name:<18} FAILED: {reason}")
+    return "\n".join(lines)
 
 
 def print_report(report):

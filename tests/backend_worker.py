@@ -236,7 +236,15 @@ def _replica_values(variable):
     return [np.array(shard.data) for shard in variable.value.addressable_shards]
 
 
+def check_backend_note(out_dir):
+    """What `mamsf train` logs about this backend on this machine (a CPU here)."""
+    from keras_mamsf.utils.environment import backend_platform, slow_backend_note
+
+    return {"platform": backend_platform(), "note": slow_backend_note()}
+
+
 CHECKS = {
+    "backend_note": check_backend_note,
     "ema": check_ema,
     "save": check_save,
     "bfloat16": check_bfloat16,

@@ -98,9 +98,9 @@ def float32_policy():
 # collected: their XLA compiles and the TensorFlow tests' graph tracing are both mostly
 # single-threaded, so on 2 cores they largely overlap.
 BACKEND_CHECKS = {
-    "tensorflow": ["ema", "distribute"],
-    "jax": ["ema", "save", "bfloat16", "accumulate", "float16_skip", "distribute"],
-    "torch": ["ema", "save", "accumulate", "float16_skip"],
+    "tensorflow": ["backend_note", "ema", "distribute"],
+    "jax": ["backend_note", "ema", "save", "bfloat16", "accumulate", "float16_skip", "distribute"],
+    "torch": ["backend_note", "ema", "save", "accumulate", "float16_skip"],
 }
 WORKER_TIMEOUT_S = 1200
 _workers = {}

@@ -189,6 +189,33 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
     assert "trained 0, skipped 4 finished, 0 held by other workers, FAILED 2" in capsys.readouterr().out
 
 
+def test_ablate_says_when_a_config_file_turns_the_drift_monitor_off(tmp_path, monkeypatch, capsys):
+    import keras_mamsf.training.trainer as trainer
+
+    seen = []
+
+    def fake_train(config, data_root, run_dir, **kwargs):
+        seen.append(config.drift_monitor)
+        return {"metrics": _write_run(run_dir, np.random.default_rng(config.seed), 1.0)}
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr("keras_mamsf.data.nih.read_nih", lambda *a, **k: type("Index", (), {"skipped": {}})())
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[cells.none]\nanchor = "none"\n[cells.branch]\nanchor = "branch"\n')
+    config = tmp_path / "recipe.toml"
+    config.write_text("drift_monitor = false\nn_boot = 50\n")
+    data = tmp_path / "data"
+    data.mkdir()
+    common = ["ablate", "--data", str(data), "--grid", str(grid), "--seeds", "1"]
+    assert main(common + ["--out", str(tmp_path / "off"), "--config", str(config)]) == 0
+    assert (f"note: the drift monitor is off ({config} sets drift_monitor = false): the report will have no drift "
+            "summary; add --set drift_monitor=true for one") in capsys.readouterr().out
+    assert seen == [False, False]
+    assert main(common + ["--out", str(tmp_path / "on"), "--config", str(config), "--set", "drift_monitor=true"]) == 0
+    assert "drift monitor is off" not in capsys.readouterr().out
+    assert seen[2:] == [True, True]
+
+
 def test_report_numbers_equal_evaluate_and_compare(tmp_path, capsys):
     out = tmp_path / "abl"
     cells, seeds = ["none", "branch", "shadow"], [0, 1]

@@ -34,6 +34,17 @@ def backends_running(name):
     return [backend for backend, names in BACKEND_CHECKS.items() if name in names]
 
 
+@pytest.mark.parametrize("backend", backends_running("backend_note"))
+def test_training_on_a_cpu_names_tensorflow_as_the_fast_backend(backend):
+    result = worker_check(backend, "backend_note")
+    assert result["platform"] == "cpu"
+    if backend == "tensorflow":
+        assert result["note"] is None
+    else:  # bench/train_throughput.py --backends: JAX and PyTorch train B0 several times slower on a CPU
+        assert result["note"].startswith(f"note: {backend} on a CPU trains EfficientNet several times slower")
+        assert "unset KERAS_BACKEND" in result["note"]
+
+
 @pytest.mark.parametrize("backend", backends_running("ema"))
 def test_one_step_ema_equation_and_fit_advance_the_anchor(backend):
     result = worker_check(backend, "ema")

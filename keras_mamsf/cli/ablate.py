@@ -87,6 +87,9 @@ def run(args):
           f"({', '.join(c.name for c in cells)}); shard {shard[0]}/{shard[1]} takes "
           f"{len(shard_of(runs, shard))}; {base.epochs} epochs at {base.image_size} px each; folder {args.out}",
           flush=True)
+    if not base.drift_monitor:
+        print(f"note: the drift monitor is off ({args.config or 'a --set'} sets drift_monitor = false): the report "
+              "will have no drift summary; add --set drift_monitor=true for one", flush=True)
     from keras_mamsf.data import nih
 
     index = nih.read_nih(args.data, on_bad_image=args.on_bad_image, verify=args.verify)

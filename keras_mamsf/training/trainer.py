@@ -46,6 +46,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         ValidationMacroAUC,
     )
     from keras_mamsf.training.distribution import distributed
+    from keras_mamsf.utils.environment import slow_backend_note
 
     if shards is not None:
         from keras_mamsf.data.shards import find_shards
@@ -71,6 +72,9 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         + (f"; skipped {sum(index.skipped.values())} bad image(s): {', '.join(index.skipped_names[:5])}"
            if index.skipped else "")
         + f"; {config.epochs} epochs x {steps_per_epoch} steps; run folder {run_dir}")
+    slow = slow_backend_note()
+    if slow:
+        log(slow)
 
     keras.utils.set_random_seed(config.seed)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)

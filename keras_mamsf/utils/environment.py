@@ -28,3 +28,35 @@ def describe():
     hardware = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                 "cpus": os.cpu_count(), "accelerators": accelerators or ["none (CPU)"], "system": platform.system()}
     return {"hardware": hardware, "software": software}
+
+
+def backend_platform():
+    """"cpu", "gpu" or "tpu": where the Keras backend of this process runs its ops."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.devices()[0].platform
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    kinds = {device.device_type for device in tf.config.list_physical_devices()}
+    return "tpu" if "TPU" in kinds else ("gpu" if "GPU" in kinds else "cpu")
+
+
+def slow_backend_note():
+    """A line for a training log when the backend is a slow choice for this machine, else None: on a CPU,
+    JAX (XLA's CPU convolutions) and PyTorch (Keras' eager torch path) train EfficientNet several times
+    slower than TensorFlow (README "Benchmarks", `bench/train_throughput.py --backends`)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow" or backend_platform() != "cpu":
+        return None
+    return (f"note: {backend} on a CPU trains EfficientNet several times slower than TensorFlow (README "
+            "\"Benchmarks\"); for CPU training unset KERAS_BACKEND (TensorFlow is the default)")

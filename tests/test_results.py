@@ -1,0 +1,55 @@
+"""The README's real-image ablation table is the kept report's (`examples/results/ablation.json`), number for
+number, and the command above it is the one that wrote it (the data itself is not needed here)."""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+from keras_mamsf.evaluation.ablation import _ms
+from keras_mamsf.evaluation.plots import value_text
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = json.loads((ROOT / "examples" / "results" / "ablation.json").read_text())
+
+
+def readme_section():
+    readme = (ROOT / "README.md").read_text()
+    return re.search(r"### Does the anchor help\? The first real ablation\n(.*?)\n### ", readme, re.S).group(1)
+
+
+def test_the_kept_ablation_is_the_issue_s_size():
+    cells = RESULT["cells"]
+    assert {"none", "branch", "shadow", "inplace"} <= set(cells)
+    assert all(len(entry["seeds"]) >= 3 and not entry["pending"] for entry in cells.values())
+    images = RESULT["protocol"]["data"]["images"]
+    assert RESULT["protocol"]["data"]["split"] == "patient"
+    assert images["test"] / sum(images.values()) > 0.15  # a test part large enough to judge
+
+
+def test_the_readme_table_is_the_report_s():
+    section = readme_section()
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    for name, entry in RESULT["cells"].items():
+        row = [cell.strip() for cell in rows[name].split("|")[1:-1]]
+        expected = [name, _ms(entry["macro_auc"]), _ms(entry["macro_ap"])]
+        expected += [_ms(entry["rare"][label]) for label in RESULT["rare_classes"]]
+        vs = entry["vs_none"]
+        expected += (["baseline", ""] if vs is None else
+                     [value_text(vs["delta_auc"], vs["ci"], 4), f"{vs['p_value']:.4g}"])
+        assert row == expected, name
+    header = [cell.strip() for cell in rows["cell"].split("|")[1:-1]]
+    assert [h.split(" [")[0] for h in header[3:8]] == RESULT["rare_classes"]
+
+
+def test_the_readme_command_is_the_one_that_wrote_it():
+    command = re.search(r"```bash\n(mamsf ablate .*?)```", readme_section(), re.S).group(1)
+    argv = shlex.split(command.replace("\\\n", " "))
+    options = dict(zip(argv[2::2], argv[3::2]))
+    sets = dict(value.split("=", 1) for flag, value in zip(argv, argv[1:]) if flag == "--set")
+    protocol = RESULT["protocol"]
+    assert argv[:2] == ["mamsf", "ablate"] and options["--grid"] == "modes"
+    assert int(options["--seeds"]) == len(protocol["seeds"])
+    assert sets["split"] == protocol["data"]["split"]
+    assert int(sets["image_size"]) == protocol["image_size"] and int(sets["epochs"]) == protocol["epochs"]
+    assert f"over {sets['warmup_epochs']} epoch(s)" in protocol["schedule"]
