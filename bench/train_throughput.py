@@ -29,8 +29,12 @@ Backends against each other (issue 23, CPU), one run:
 
 Each backend (and the peer) is a worker process of its own (Keras picks its backend once per
 process) holding the `--peer-mode` model, built, compiled and warmed up before any timing; then
-the workers are timed in interleaved rounds (one `--steps` fit each, the order rotating), one at a
-time while the others wait on a pipe, so all see the same machine. Reported: images/s (median over
+the workers are timed in interleaved rounds (the order rotating), one at a time while the others
+wait on a pipe, so all see the same machine. A round is one untimed step, then `--steps` timed
+`train_on_batch` steps (each returns its loss, so each is finished when timed; right for a CPU,
+pessimistic on a GPU, where the modes comparison above times `fit`). Not `fit` here: on this
+2-core machine TensorFlow's `fit` of 3 steps after a pause took either 2.6 s or 5.1 s, round by
+round, while its steps each took 0.82 s. Reported: images/s (median over
 rounds) and the median per-round ratio to the first backend. `--tf-variants` adds TensorFlow
 workers for the settings one might hope are faster on a CPU (XLA `jit_compile=True`,
 `mixed_bfloat16`, one inter-op thread); `--peer-python` runs the peer under another interpreter
@@ -375,12 +379,20 @@ def keras_round(args, variant):
     model = build_bench_model(args.backbone, args.size, args.peer_mode, policy, args.learning_rate,
                               jit_compile=True if variant == "xla" else "auto")
     started = time.perf_counter()
-    _fit(model, x, y, args.warmup_steps)
-    _timed_fit(model, x, y, args.steps)  # a first full round, untimed: allocations settle
+    for _ in range(args.warmup_steps + args.steps):
+        model.train_on_batch(x, y)
     info = {"backend": keras.backend.backend(), "device": device, "policy": policy,
             "jit_compile": bool(model.jit_compile), "warmup_seconds": time.perf_counter() - started,
             "model": f"{args.backbone} anchor={args.peer_mode}"}
-    return (lambda: _timed_fit(model, x, y, args.steps)), info
+
+    def run_round():
+        model.train_on_batch(x, y)  # untimed: the first step after the pause between rounds
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            loss = model.train_on_batch(x, y)  # returns the loss as a number: the step is done
+        return time.perf_counter() - started, float(loss)
+
+    return run_round, info
 
 
 def timm_round(args, compiled):
@@ -399,6 +411,8 @@ def timm_round(args, compiled):
             "model": "timm efficientnet_b0", "threads": torch.get_num_threads()}
 
     def run_round():
+        step()  # untimed: the first step after the pause between rounds
+        sync()
         started = time.perf_counter()
         for _ in range(args.steps):
             loss = step()

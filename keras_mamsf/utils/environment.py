@@ -51,12 +51,13 @@ def backend_platform():
 
 def slow_backend_note():
     """A line for a training log when the backend is a slow choice for this machine, else None: on a CPU,
-    JAX (XLA's CPU convolutions) and PyTorch (Keras' eager torch path) train EfficientNet several times
-    slower than TensorFlow (README "Benchmarks", `bench/train_throughput.py --backends`)."""
+    JAX (XLA's CPU convolutions) and PyTorch (Keras' eager torch path) train EfficientNet slower than
+    TensorFlow (measured: 0.12x and 0.76x its images/s for B0 at 128 px on 2 cores; README "Benchmarks",
+    `bench/train_throughput.py --backends`)."""
     import keras
 
     backend = keras.backend.backend()
     if backend == "tensorflow" or backend_platform() != "cpu":
         return None
-    return (f"note: {backend} on a CPU trains EfficientNet several times slower than TensorFlow (README "
+    return (f"note: {backend} on a CPU trains EfficientNet slower than TensorFlow (README "
             "\"Benchmarks\"); for CPU training unset KERAS_BACKEND (TensorFlow is the default)")
