@@ -343,8 +343,8 @@ def measure_timm(args):
 
 # -- backends against each other: one worker process each, timed in interleaved rounds ----
 # A worker's kind: "keras:BACKEND[:VARIANT]" or "timm:eager" / "timm:compiled".
-TF_VARIANTS = {"xla": "TensorFlow with jit_compile=True (XLA)", "bf16": "TensorFlow in mixed_bfloat16",
-               "inter1": "TensorFlow with one inter-op thread"}
+# --tf-variants: jit_compile=True (XLA), mixed_bfloat16, one inter-op thread (see keras_round)
+TF_VARIANTS = ("xla", "bf16", "inter1")
 
 
 def worker_kinds(args):
@@ -428,8 +428,7 @@ def serve_worker(args):
     if family == "timm":
         run_round, info = timm_round(args, compiled=rest == "compiled")
     else:
-        backend, _, variant = rest.partition(":")
-        run_round, info = keras_round(args, variant)
+        run_round, info = keras_round(args, variant=rest.partition(":")[2])  # the backend is in KERAS_BACKEND
     print("READY " + json.dumps(info), flush=True)
     for line in sys.stdin:
         if line.strip() != "go":
@@ -464,9 +463,9 @@ def compare_backends(args):
             env["KERAS_BACKEND"] = kind.split(":")[1]
         python = args.peer_python if kind.startswith("timm:") else sys.executable
         log_path = os.path.join(logs, name.replace(" ", "_") + ".log")
-        process = subprocess.Popen([python, os.path.abspath(__file__), "--worker", kind] + common, env=env,
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log_path, "w"),
-                                   text=True, bufsize=1)
+        with open(log_path, "w") as log:  # the child holds its own copy of the descriptor
+            process = subprocess.Popen([python, os.path.abspath(__file__), "--worker", kind] + common, env=env,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
         info = _answer(process, "READY")
         if info is None:
             process.wait()

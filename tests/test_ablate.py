@@ -160,16 +160,21 @@ def _fake_runs(out, cells, seeds, rng):
             _write_run(out / "runs" / cell / f"seed{seed}", rng, 0.5 + 0.3 * k)
 
 
-def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+def train_instead(monkeypatch, fake_train):
+    """`mamsf ablate` without images or training: `fake_train` writes each run's outputs."""
     import keras_mamsf.training.trainer as trainer
 
+    monkeypatch.setattr(trainer, "train", fake_train)
+    monkeypatch.setattr("keras_mamsf.data.nih.read_nih", lambda *a, **k: type("Index", (), {"skipped": {}})())
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
     def fake_train(config, data_root, run_dir, **kwargs):
         if config.anchor == "shadow":
             raise RuntimeError("training stopped on a non-finite loss (TerminateOnNaN); see history.csv")
         return {"metrics": _write_run(run_dir, np.random.default_rng(config.seed), 1.0)}
 
-    monkeypatch.setattr(trainer, "train", fake_train)
-    monkeypatch.setattr("keras_mamsf.data.nih.read_nih", lambda *a, **k: type("Index", (), {"skipped": {}})())
+    train_instead(monkeypatch, fake_train)
     grid = tmp_path / "grid.toml"
     grid.write_text('[cells.none]\nanchor = "none"\n[cells.shadow]\nanchor = "shadow"\n[cells.inplace]\n'
                     'anchor = "inplace"\n')
@@ -190,16 +195,13 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
 
 
 def test_ablate_says_when_a_config_file_turns_the_drift_monitor_off(tmp_path, monkeypatch, capsys):
-    import keras_mamsf.training.trainer as trainer
-
     seen = []
 
     def fake_train(config, data_root, run_dir, **kwargs):
         seen.append(config.drift_monitor)
         return {"metrics": _write_run(run_dir, np.random.default_rng(config.seed), 1.0)}
 
-    monkeypatch.setattr(trainer, "train", fake_train)
-    monkeypatch.setattr("keras_mamsf.data.nih.read_nih", lambda *a, **k: type("Index", (), {"skipped": {}})())
+    train_instead(monkeypatch, fake_train)
     grid = tmp_path / "grid.toml"
     grid.write_text('[cells.none]\nanchor = "none"\n[cells.branch]\nanchor = "branch"\n')
     config = tmp_path / "recipe.toml"
