@@ -138,10 +138,10 @@ def measure_ours(args):
     import keras
     from keras import ops
 
-    device = device_name(keras.backend.backend())
-    policy = args.policy
-    if policy == "auto":
-        policy = "mixed_bfloat16" if device.startswith("gpu") else "float32"
+    from keras_mamsf.utils.environment import auto_dtype_policy
+
+    device = device_name()
+    policy = auto_dtype_policy() if args.policy == "auto" else args.policy
     x, y = synthetic_batch(args.batch, args.size)
     print(f"backend {keras.backend.backend()} on {device}, policy {policy}, {args.backbone} {args.size}px, "
           f"batch {args.batch}", flush=True)
@@ -248,20 +248,11 @@ def _batches(model, x, y):
     return forever()
 
 
-def device_name(backend):
-    if backend == "jax":
-        import jax
+def device_name():
+    from keras_mamsf.utils.environment import backend_accelerators
 
-        device = jax.devices()[0]
-        return f"{device.platform}:{getattr(device, 'device_kind', '')}"
-    if backend == "torch":
-        import torch
-
-        return f"gpu:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"gpu:{gpus[0].name}" if gpus else "cpu"
+    accelerators = backend_accelerators()
+    return accelerators[0] if accelerators else "cpu"
 
 
 # -- the peer: timm efficientnet_b0 ------------------------------------------------------
@@ -371,10 +362,11 @@ def keras_round(args, variant):
         import tensorflow as tf
 
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    device = device_name(keras.backend.backend())
+    from keras_mamsf.utils.environment import auto_dtype_policy
+
+    device = device_name()
     policy = "mixed_bfloat16" if variant == "bf16" else args.policy
-    if policy == "auto":
-        policy = "mixed_bfloat16" if device.startswith("gpu") else "float32"
+    policy = auto_dtype_policy() if policy == "auto" else policy
     x, y = synthetic_batch(args.batch, args.size)
     model = build_bench_model(args.backbone, args.size, args.peer_mode, policy, args.learning_rate,
                               jit_compile=True if variant == "xla" else "auto")

@@ -237,10 +237,12 @@ def _replica_values(variable):
 
 
 def check_backend_note(out_dir):
-    """What `mamsf train` logs about this backend on this machine (a CPU here)."""
-    from keras_mamsf.utils.environment import backend_platform, slow_backend_note
+    """What `mamsf train` logs about this backend on this machine (a CPU here), and the policy "auto" picks."""
+    from keras_mamsf.utils import environment
 
-    return {"platform": backend_platform(), "note": slow_backend_note()}
+    return {"platform": environment.backend_platform(), "note": environment.slow_backend_note(),
+            "auto_policy": environment.auto_dtype_policy(), "accelerators": environment.backend_accelerators(),
+            "protocol_accelerators": environment.describe()["hardware"]["accelerators"]}
 
 
 CHECKS = {

@@ -38,6 +38,8 @@ def backends_running(name):
 def test_training_on_a_cpu_names_tensorflow_as_the_fast_backend(backend):
     result = worker_check(backend, "backend_note")
     assert result["platform"] == "cpu"
+    assert result["auto_policy"] == "float32"
+    assert result["accelerators"] == [] and result["protocol_accelerators"] == ["none (CPU)"]
     if backend == "tensorflow":
         assert result["note"] is None
     else:  # bench/train_throughput.py --backends: JAX and PyTorch train B0 slower on a CPU

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_mamsf as mamsf
+from keras_mamsf.utils.environment import auto_dtype_policy
 
 from conftest import batch, tiny_model, toy_model, values
 
@@ -91,3 +92,10 @@ def test_inplace_skipped_step_leaves_the_online_block_as_the_step_left_it(float3
     reference_block = reference.anchor_layers[0].block
     for ours, theirs in zip(statistics, values(reference_block.non_trainable_variables), strict=True):
         np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("platform, policy", [("cpu", "float32"), ("gpu", "mixed_bfloat16"),
+                                              ("tpu", "mixed_bfloat16")])
+def test_auto_dtype_policy_follows_the_keras_backends_platform(platform, policy):
+    # The platform comes from the Keras backend (JAX on a GPU next to a CPU-only TensorFlow is on a GPU).
+    assert auto_dtype_policy(platform) == policy

@@ -46,7 +46,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         ValidationMacroAUC,
     )
     from keras_mamsf.training.distribution import distributed
-    from keras_mamsf.utils.environment import slow_backend_note
+    from keras_mamsf.utils.environment import auto_dtype_policy, slow_backend_note
 
     if shards is not None:
         from keras_mamsf.data.shards import find_shards
@@ -85,10 +85,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
                               seed=config.seed, augment=augmentation or False, class_aware=config.class_aware,
                               epoch=epoch)
     val_ds = source.dataset("val", config.image_size, max(config.batch_size, 64), channels=config.channels)
-    policy = config.dtype_policy
-    if policy == "auto":
-        on_gpu = any(device.device_type == "GPU" for device in tf.config.list_physical_devices())
-        policy = "mixed_bfloat16" if on_gpu else "float32"
+    policy = auto_dtype_policy() if config.dtype_policy == "auto" else config.dtype_policy
     with distributed(distribute):
         model = MAMSFClassifier(**config.model_arguments(), num_classes=train_labels.shape[1], dtype=policy)
         model.compile(optimizer=keras.optimizers.AdamW(_schedule(config, steps_per_epoch),

@@ -18,35 +18,45 @@ def describe():
             software[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    accelerators = []
-    try:
-        import tensorflow as tf
-
-        accelerators = [device.name for device in tf.config.list_physical_devices() if device.device_type != "CPU"]
-    except ImportError:
-        pass
+    accelerators = backend_accelerators()
     hardware = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                 "cpus": os.cpu_count(), "accelerators": accelerators or ["none (CPU)"], "system": platform.system()}
     return {"hardware": hardware, "software": software}
 
 
-def backend_platform():
-    """"cpu", "gpu" or "tpu": where the Keras backend of this process runs its ops."""
+def backend_accelerators():
+    """The accelerators the Keras backend of this process runs its ops on, as "platform:name" ("gpu:NVIDIA
+    H100 80GB HBM3"); [] on a CPU. Asked of the backend, not of TensorFlow: JAX or PyTorch on a GPU next to
+    a CPU-only TensorFlow (the usual install) is on a GPU."""
     import keras
 
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
-        return jax.devices()[0].platform
+        return [f"{d.platform}:{getattr(d, 'device_kind', d.platform)}" for d in jax.devices() if d.platform != "cpu"]
     if backend == "torch":
         import torch
 
-        return "gpu" if torch.cuda.is_available() else "cpu"
+        return [f"gpu:{torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     import tensorflow as tf
 
-    kinds = {device.device_type for device in tf.config.list_physical_devices()}
-    return "tpu" if "TPU" in kinds else ("gpu" if "GPU" in kinds else "cpu")
+    return [f"{d.device_type.lower()}:{d.name}" for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
+
+
+def backend_platform():
+    """"cpu", "gpu" or "tpu": where the Keras backend of this process runs its ops."""
+    accelerators = backend_accelerators()
+    return accelerators[0].split(":", 1)[0] if accelerators else "cpu"
+
+
+def auto_dtype_policy(platform=None):
+    """The dtype policy `dtype_policy = "auto"` means on `platform` (default: `backend_platform()`):
+    "mixed_bfloat16" on a GPU or TPU, "float32" on a CPU (bfloat16 on a CPU measured 0.67x float32's
+    training speed; README "Benchmarks"). Asked of the Keras backend, not of TensorFlow: JAX on a GPU
+    next to a CPU-only TensorFlow (the usual install) is on a GPU."""
+    platform = backend_platform() if platform is None else platform
+    return "float32" if platform == "cpu" else "mixed_bfloat16"
 
 
 def slow_backend_note():
