@@ -138,10 +138,7 @@ def measure_ours(args):
     import keras
     from keras import ops
 
-    from keras_mamsf.utils.environment import auto_dtype_policy
-
-    device = device_name()
-    policy = auto_dtype_policy() if args.policy == "auto" else args.policy
+    device, policy = device_and_policy(args.policy)
     x, y = synthetic_batch(args.batch, args.size)
     print(f"backend {keras.backend.backend()} on {device}, policy {policy}, {args.backbone} {args.size}px, "
           f"batch {args.batch}", flush=True)
@@ -248,11 +245,12 @@ def _batches(model, x, y):
     return forever()
 
 
-def device_name():
-    from keras_mamsf.utils.environment import backend_accelerators
+def device_and_policy(policy):
+    """This process's first accelerator ("cpu" if none), and `policy` with "auto" resolved as `mamsf train` does."""
+    from keras_mamsf.utils.environment import auto_dtype_policy, backend_accelerators
 
     accelerators = backend_accelerators()
-    return accelerators[0] if accelerators else "cpu"
+    return (accelerators[0] if accelerators else "cpu"), (auto_dtype_policy() if policy == "auto" else policy)
 
 
 # -- the peer: timm efficientnet_b0 ------------------------------------------------------
@@ -362,11 +360,7 @@ def keras_round(args, variant):
         import tensorflow as tf
 
         tf.config.threading.set_inter_op_parallelism_threads(1)
-    from keras_mamsf.utils.environment import auto_dtype_policy
-
-    device = device_name()
-    policy = "mixed_bfloat16" if variant == "bf16" else args.policy
-    policy = auto_dtype_policy() if policy == "auto" else policy
+    device, policy = device_and_policy("mixed_bfloat16" if variant == "bf16" else args.policy)
     x, y = synthetic_batch(args.batch, args.size)
     model = build_bench_model(args.backbone, args.size, args.peer_mode, policy, args.learning_rate,
                               jit_compile=True if variant == "xla" else "auto")

@@ -53,8 +53,7 @@ def backend_platform():
 def auto_dtype_policy(platform=None):
     """The dtype policy `dtype_policy = "auto"` means on `platform` (default: `backend_platform()`):
     "mixed_bfloat16" on a GPU or TPU, "float32" on a CPU (bfloat16 on a CPU measured 0.67x float32's
-    training speed; README "Benchmarks"). Asked of the Keras backend, not of TensorFlow: JAX on a GPU
-    next to a CPU-only TensorFlow (the usual install) is on a GPU."""
+    training speed; README "Benchmarks")."""
     platform = backend_platform() if platform is None else platform
     return "float32" if platform == "cpu" else "mixed_bfloat16"
 
