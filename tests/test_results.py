@@ -6,6 +6,8 @@ import re
 import shlex
 from pathlib import Path
 
+import tomllib
+
 from keras_mamsf.evaluation.ablation import _ms
 from keras_mamsf.evaluation.plots import value_text
 
@@ -53,3 +55,7 @@ def test_the_readme_command_is_the_one_that_wrote_it():
     assert sets["split"] == protocol["data"]["split"]
     assert int(sets["image_size"]) == protocol["image_size"] and int(sets["epochs"]) == protocol["epochs"]
     assert f"over {sets['warmup_epochs']} epoch(s)" in protocol["schedule"]
+    # The recipe config moves on (its learning rate did); the command pins what the kept report used.
+    recipe = tomllib.loads((ROOT / options["--config"]).read_text())
+    rate = float(sets.get("learning_rate", recipe["learning_rate"]))
+    assert f"learning rate {rate:g}," in protocol["optimizer"]
