@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-from train_throughput import ALL_MODES, build_bench_model, device_name, synthetic_batch
+from train_throughput import ALL_MODES, build_bench_model, device_and_policy, synthetic_batch
 
 VARIANTS = ("bf16", "bf16-autotune0", "float32")
 
@@ -116,7 +116,7 @@ def run_variant(args, variant):
     policy = "float32" if variant == "float32" else "mixed_bfloat16"
     x, y = synthetic_batch(args.batch, args.size)
     model = build_bench_model(args.backbone, args.size, args.mode, policy, args.learning_rate)
-    result = {"variant": variant, "device": device_name("jax"), "policy": policy,
+    result = {"variant": variant, "device": device_and_policy(policy)[0], "policy": policy,
               "xla_flags": os.environ.get("XLA_FLAGS", ""), "losses": [], "first_nonfinite_step": None,
               "status": "finite"}
     for step in range(args.steps):
