@@ -116,9 +116,11 @@ def test_every_model_argument_is_a_config_key_that_reaches_the_model():
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_weights_of_an_uninterrupted_one(root, tmp_path):
-    """SIGKILL in epoch 2, the same command again; then a fresh run from the written config."""
+    """SIGKILL in epoch 2, the same command again; then a fresh run from the written config. With the
+    weight average on (its values live in the optimizer's state; validation swaps them in and out)."""
     interrupted, fresh = tmp_path / "interrupted", tmp_path / "fresh"
-    command = _command("--data", root, "--out", interrupted, "--set", "epochs=2", *SMALL, "--progress", "none")
+    command = _command("--data", root, "--out", interrupted, "--set", "epochs=2", *SMALL, "--set", "weight_ema=0.9",
+                       "--set", "precise_bn_images=12", "--progress", "none")
     process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metadata = interrupted / "backup" / "training_metadata.json"  # BackupAndRestore's record, written last
     deadline = time.time() + 600

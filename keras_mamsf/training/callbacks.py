@@ -85,6 +85,64 @@ class ValidationMacroAUC(keras.callbacks.Callback):
             logs["val_loss"] = float(keras.ops.convert_to_numpy(self.model.loss(self.labels, probs.astype("float32"))))
 
 
+class WithWeightEMA(keras.callbacks.Callback):
+    """Runs `callbacks` at each epoch's end with the optimizer's moving average of the weights in the
+    model (an optimizer built with `use_ema=True`), then puts the online weights back, so that
+    validation and the best checkpoint see the average while training, the drift monitor and the
+    backup keep the online weights (a backup of swapped weights would resume training from the
+    average). The swap is Keras' own `SwapEMAWeights`; `fit` writes the average into the model when
+    it ends.
+
+    The average covers the trainable weights only. BatchNorm's moving statistics were gathered with
+    the online weights and do not match the average's features; given `batches` (unaugmented training
+    images), they are re-estimated for the averaged model (`precise_bn.reestimate_batchnorm`) before
+    `callbacks` run and restored after, with every other non-trainable variable (the anchor, the
+    random layers' seeds), so training goes on exactly as without this callback.
+
+    Args:
+        callbacks: the callbacks whose `on_epoch_end` should see the averaged model (validation, the
+            best checkpoint); they get no other call.
+        batches: image batches for the BatchNorm re-estimation, or None to evaluate the average with
+            the online statistics.
+
+    Example:
+
+    >>> model.compile(optimizer=keras.optimizers.AdamW(1e-3, use_ema=True, ema_momentum=0.998), loss="bce")
+    >>> model.fit(data, callbacks=[WithWeightEMA([ValidationMacroAUC(val), BestCheckpoint("best.keras")])])
+    """
+
+    def __init__(self, callbacks, batches=None):
+        super().__init__()
+        self.callbacks = list(callbacks)
+        self.batches = batches
+        self._swap = keras.callbacks.SwapEMAWeights()
+
+    def set_model(self, model):
+        super().set_model(model)
+        for callback in [self._swap, *self.callbacks]:
+            callback.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        for callback in [self._swap, *self.callbacks]:
+            callback.set_params(params)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_mamsf.training.precise_bn import reestimate_batchnorm
+
+        saved = [(variable, keras.ops.copy(variable.value)) for variable in self.model.non_trainable_variables]
+        self._swap.on_test_begin()
+        try:
+            if self.batches is not None:
+                reestimate_batchnorm(self.model, self.batches)
+            for callback in self.callbacks:
+                callback.on_epoch_end(epoch, logs)
+        finally:
+            self._swap.on_test_end()
+            for variable, value in saved:
+                variable.assign(value)
+
+
 class BestCheckpoint(keras.callbacks.Callback):
     """Saves the model (atomic `.keras`) whenever `monitor` beats the best value so far; the best
     value lives in `<path>.json` beside it, so a resumed run does not forget it (Keras'

@@ -92,6 +92,9 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 32
     seed: int = 0
+    # an exponential moving average of the whole model's weights (Keras' optimizer `use_ema`), 0: off; with
+    # it, validation, best.keras and final.keras use the average (training.callbacks.WithWeightEMA)
+    weight_ema: float = 0.0
     # evaluation at the end (on the best checkpoint, test split)
     n_boot: int = 2000
     # the operating thresholds in thresholds.json, chosen on the val split ("guaranteed": the Clopper-Pearson
@@ -217,7 +220,7 @@ _RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True
            "batch_size": (1, 65536, True, True), "n_boot": (0, 1000000, True, True),
            "drift_per_class": (1, 100000, True, True), "precise_bn_images": (0, 1000000, True, True),
            "min_sensitivity": (0.0, 1.0, False, True), "threshold_delta": (0.0, 1.0, False, False),
-           "ood_alpha": (0.0, 1.0, False, False)}
+           "ood_alpha": (0.0, 1.0, False, False), "weight_ema": (0.0, 1.0, True, False)}
 
 
 def _coerce(key, value):

@@ -44,6 +44,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         BestCheckpoint,
         EpochSeed,
         ValidationMacroAUC,
+        WithWeightEMA,
     )
     from keras_mamsf.training.distribution import distributed
     from keras_mamsf.utils.environment import auto_dtype_policy, slow_backend_note
@@ -89,7 +90,9 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     with distributed(distribute):
         model = MAMSFClassifier(**config.model_arguments(), num_classes=train_labels.shape[1], dtype=policy)
         model.compile(optimizer=keras.optimizers.AdamW(_schedule(config, steps_per_epoch),
-                                                       weight_decay=config.weight_decay),
+                                                       weight_decay=config.weight_decay,
+                                                       use_ema=config.weight_ema > 0,
+                                                       ema_momentum=config.weight_ema or 0.99),
                       loss=loss_from_settings(config.loss, config.to_dict(), train_labels),
                       metrics=[MacroAUC(num_labels=train_labels.shape[1])])
         # Built now, so that BackupAndRestore's load_weights restores the optimizer's moments and step
@@ -97,17 +100,20 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         model.optimizer.build(model.trainable_variables)
         # Order matters at an epoch's end: the best checkpoint and the logs are written before the
         # backup marks the epoch done, so a kill between them replays the epoch instead of losing it.
+        selection = [ValidationMacroAUC(val_ds),
+                     BestCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_macro_auc")]
+        if config.weight_ema:  # validated and checkpointed with the averaged weights
+            selection = [WithWeightEMA(selection, _precise_bn_batches(config, source) or None)]
         callbacks = [
             EpochSeed(epoch, augmentation),
             keras.callbacks.TerminateOnNaN(),
-            ValidationMacroAUC(val_ds),
-            BestCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_macro_auc"),
+            *selection,
             keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
             keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
         ]
         if config.drift_monitor:  # its values reach the logs before CSVLogger and TensorBoard write them
-            callbacks.insert(3, _drift_monitor(config, parts["val"], train_labels, run_dir))
+            callbacks.insert(2 + len(selection), _drift_monitor(config, parts["val"], train_labels, run_dir))
         history = model.fit(train_ds, epochs=config.epochs, callbacks=callbacks, shuffle=False,
                             verbose=PROGRESS[verbose] if verbose in PROGRESS else verbose)
     final_path = save_model(model, os.path.join(run_dir, "final.keras"))
@@ -146,10 +152,7 @@ def _precise_bn(config, source, paths):
     from keras_mamsf.models import load_model, save_model
     from keras_mamsf.training.precise_bn import reestimate_batchnorm
 
-    batch = min(config.batch_size, 64)
-    dataset = source.sample("train", config.precise_bn_images, config.image_size, batch, channels=config.channels,
-                            seed=config.seed)
-    images = [x for x, _ in dataset.as_numpy_iterator()]
+    images = _precise_bn_batches(config, source)
     used = 0
     for path in paths:
         keras.utils.set_random_seed(config.seed)  # dropout in training mode: the same statistics on a rerun
@@ -157,6 +160,15 @@ def _precise_bn(config, source, paths):
         used = reestimate_batchnorm(model, images)
         save_model(model, path)
     return used
+
+
+def _precise_bn_batches(config, source):
+    """The unaugmented training image batches of the BatchNorm re-estimation ([] when it is off)."""
+    if not config.precise_bn_images:
+        return []
+    dataset = source.sample("train", config.precise_bn_images, config.image_size, min(config.batch_size, 64),
+                            channels=config.channels, seed=config.seed)
+    return [x for x, _ in dataset.as_numpy_iterator()]
 
 
 def evaluate_run(model_path, parts, config, run_dir, index, config_path, source):
