@@ -340,3 +340,10 @@ def test_the_recipe_lists_every_config_key():
         flat.update(value if isinstance(value, dict) else {key: value})
     assert sorted(flat) == sorted(TrainConfig.keys())
     assert TrainConfig.from_file(path) == TrainConfig().replace(**flat)
+
+
+def test_the_protocol_names_the_weight_average_when_it_is_on():
+    from keras_mamsf.evaluation.ablation import protocol
+
+    assert protocol(TrainConfig(), [0], {})["optimizer"] == "AdamW, learning rate 0.001, weight decay 0.0001"
+    assert protocol(TrainConfig(weight_ema=0.998), [0], {})["optimizer"].endswith(", weight moving average 0.998")

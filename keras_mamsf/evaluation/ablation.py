@@ -171,7 +171,8 @@ def protocol(base, seeds, summaries):
         "image_size": base.image_size,
         "augmentation": augmentation,
         "loss": base.loss,
-        "optimizer": f"AdamW, learning rate {base.learning_rate}, weight decay {base.weight_decay}",
+        "optimizer": f"AdamW, learning rate {base.learning_rate}, weight decay {base.weight_decay}"
+                     + (f", weight moving average {base.weight_ema}" if base.weight_ema else ""),
         "schedule": f"linear warmup over {base.warmup_epochs} epoch(s), then cosine decay to 0",
         "epochs": base.epochs,
         "batch_size": base.batch_size,
