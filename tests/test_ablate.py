@@ -295,6 +295,13 @@ def test_a_partial_ablation_reports_what_has_finished(tmp_path, capsys):
     assert result["cells"]["branch"]["seeds"] == [] and result["cells"]["branch"]["vs_none"] is None
     with pytest.raises(ConfigError, match="holds an ablation with another seeds"):
         write_plan(str(out), plan_record(base, cells, [0, 1, 2], str(tmp_path)))
+    # A plan written before a config key existed continues while that key stays at its default.
+    older = json.loads((out / "plan.json").read_text())
+    del older["base"]["weight_ema"]
+    (out / "plan.json").write_text(json.dumps(older))
+    write_plan(str(out), plan_record(base, cells, [0, 1], str(tmp_path)))
+    with pytest.raises(ConfigError, match="holds an ablation with another base"):
+        write_plan(str(out), plan_record(base.replace(weight_ema=0.99), cells, [0, 1], str(tmp_path)))
 
 
 # -- drift arithmetic ----------------------------------------------------------------------

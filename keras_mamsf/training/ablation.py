@@ -45,6 +45,9 @@ def write_plan(out_dir, record):
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as handle:
             existing = json.load(handle)
+        if set(existing.get("base", {})) <= set(TrainConfig.keys()):
+            # A key added to TrainConfig after this plan was written stands at its default there.
+            existing["base"] = TrainConfig().replace(**existing["base"]).to_dict()
         if existing != record:
             changed = sorted(key for key in record if existing.get(key) != record[key])
             raise ConfigError(f"{out_dir} holds an ablation with another {', '.join(changed)} (its plan.json); use "
