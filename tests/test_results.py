@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from keras_mamsf.evaluation.ablation import _ms
+from keras_mamsf.evaluation.ablation import protocol as ablation_protocol
 from keras_mamsf.evaluation.plots import value_text
 from keras_mamsf.training.config import TrainConfig
 
@@ -28,19 +29,35 @@ def test_the_kept_ablation_is_the_issue_s_size():
     assert images["test"] / sum(images.values()) > 0.15  # a test part large enough to judge
 
 
+def readme_tables():
+    """The section's tables, each as `{first cell: [cells]}` (its header under "cell")."""
+    tables = []
+    for block in re.findall(r"(?:^\|.*\n?)+", readme_section(), re.M):
+        rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in block.strip().splitlines()]
+        tables.append({row[0]: row for row in rows if not set(row[0]) <= {"-"}})
+    return tables
+
+
 def test_the_readme_table_is_the_report_s():
-    section = readme_section()
-    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ")}
+    rows = next(table for table in readme_tables() if table["cell"][1] == "macro AUC")
     for name, entry in RESULT["cells"].items():
-        row = [cell.strip() for cell in rows[name].split("|")[1:-1]]
+        row = rows[name]
         expected = [name, _ms(entry["macro_auc"]), _ms(entry["macro_ap"])]
         expected += [_ms(entry["rare"][label]) for label in RESULT["rare_classes"]]
         vs = entry["vs_none"]
         expected += (["baseline", ""] if vs is None else
                      [value_text(vs["delta_auc"], vs["ci"], 4), f"{vs['p_value']:.4g}"])
         assert row == expected, name
-    header = [cell.strip() for cell in rows["cell"].split("|")[1:-1]]
-    assert [h.split(" [")[0] for h in header[3:8]] == RESULT["rare_classes"]
+    assert [h.split(" [")[0] for h in rows["cell"][3:8]] == RESULT["rare_classes"]
+
+
+def test_the_readme_drift_summary_is_the_report_s():
+    rows = next(table for table in readme_tables() if table["cell"][1:] == ["online block", "anchor block"])
+    for name, entry in RESULT["cells"].items():
+        drift = entry["drift"]
+        assert drift["seeds"] == len(entry["seeds"]), name
+        anchor = _ms(drift["anchor"]["final"]) if drift["anchor"] else "n/a (no anchor)"
+        assert rows[name] == [name, _ms(drift["online"]["final"]), anchor], name
 
 
 def test_the_readme_command_is_the_one_that_wrote_it():
@@ -58,6 +75,7 @@ def test_the_readme_command_is_the_one_that_wrote_it():
     # must still give the kept report's settings.
     config = TrainConfig.from_file(ROOT / options["--config"]).with_overrides(
         [value for flag, value in zip(argv, argv[1:]) if flag == "--set"])
-    assert protocol["optimizer"] == f"AdamW, learning rate {config.learning_rate}, weight decay {config.weight_decay}"
+    assert protocol["optimizer"] == ablation_protocol(config, protocol["seeds"], {})["optimizer"]
     assert (config.epochs, config.batch_size, config.image_size) == (protocol["epochs"], protocol["batch_size"],
                                                                      protocol["image_size"])
+    assert config.drift_monitor  # the recipe turns it off; the kept report has a drift summary
