@@ -39,6 +39,10 @@ def test_the_reviewer_grid():
     assert v2["branch_earlier_block"]["anchor_layers"] == ("block5",)
     decay = [cell.name for cell in named_grid("decay", TrainConfig(anchor_decay=0.99))]
     assert decay == ["none", "branch", "branch_decay_0.999", "branch_decay_0.9999"]
+    averaging = {cell.name: cell.config(TrainConfig(weight_ema=0.99)) for cell in named_grid("averaging",
+                                                                                          TrainConfig(weight_ema=0.99))}
+    assert [(c.anchor, c.weight_ema) for c in averaging.values()] == [("none", 0.0), ("branch", 0.0), ("none", 0.99)]
+    assert named_grid("averaging", TrainConfig())[2].changes["weight_ema"] == 0.998
 
 
 def test_help_names_every_grid():

@@ -8,7 +8,8 @@ from keras_mamsf.cli.train import PROGRESS_CHOICES
 # that this names every grid of keras_mamsf.training.grid.GRIDS).
 GRIDS_HELP = ("reviewer: modes + anchored part + decay sweep (8 cells); modes: none, branch, shadow, inplace; "
               "anchored_part: none, branch on the final block / the stage before it / the whole backbone; "
-              "decay: none, branch at decay 0.99 / 0.999 / 0.9999")
+              "decay: none, branch at decay 0.99 / 0.999 / 0.9999; "
+              "averaging: none, branch, no anchor with the whole model's weight average (weight_ema)")
 
 
 def add_parser(commands, name):
@@ -27,7 +28,8 @@ def add_parser(commands, name):
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one base config key (repeatable); drift_monitor is on unless set false")
     parser.add_argument("--grid", default="reviewer", metavar="NAME|FILE",
-                        help="a named grid (reviewer, modes, anchored_part, decay) or a TOML/YAML file of cells")
+                        help="a named grid (reviewer, modes, anchored_part, decay, averaging) or a TOML/YAML file "
+                        "of cells")
     parser.add_argument("--seeds", type=int, default=3, metavar="K", help="seeds per cell: seed, seed+1, ... (3)")
     parser.add_argument("--shard", default="1/1", metavar="I/N", help="run every N-th cell-seed from the I-th (1/1)")
     parser.add_argument("--shards", metavar="DIR", default=None,

@@ -18,7 +18,8 @@ A grid file (TOML or YAML) holds `cells`, one table per cell of config keys, and
 
 The named grids (`GRIDS`) are the reviewer's: the anchor modes, the anchored part (the final
 block, the stage before it, the whole backbone: said in the backbone's own stage names) and the
-decay sweep, each with the `none` cell every comparison is made against.
+decay sweep, each with the `none` cell every comparison is made against; and "averaging", the
+anchor against the plain baseline of averaging the whole model's weights.
 """
 
 import dataclasses
@@ -29,6 +30,7 @@ from keras_mamsf.anchor.modes import BRANCH, MODES, NONE
 from keras_mamsf.training.config import ConfigError, _known
 
 BASELINE = NONE.name
+WEIGHT_EMA = 0.998  # the averaging grid's momentum when the base config has none: about 500 steps
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 
@@ -68,12 +70,17 @@ def named_grid(name, base):
     if name in ("reviewer", "decay"):
         cells += [Cell(f"{branch}_decay_{decay}", {"anchor": branch, "anchor_decay": decay})
                   for decay in (0.99, 0.999, 0.9999) if decay != base.anchor_decay]
+    if name == "averaging":  # the anchor (the final block's average) against an average of the whole model
+        cells = [Cell(BASELINE, {"anchor": BASELINE, "weight_ema": 0.0}),
+                 Cell(branch, {"anchor": branch, "weight_ema": 0.0}),
+                 Cell("weight_ema", {"anchor": BASELINE, "weight_ema": base.weight_ema or WEIGHT_EMA})]
     return cells
 
 
 GRIDS = {"reviewer": "modes + anchored part + decay sweep (8 cells)", "modes": "none, branch, shadow, inplace",
          "anchored_part": "none; branch on the final block, the stage before it, the whole backbone",
-         "decay": "none; branch at decay 0.99, 0.999, 0.9999"}
+         "decay": "none; branch at decay 0.99, 0.999, 0.9999",
+         "averaging": "none, branch, and no anchor with the whole model's weights averaged (weight_ema)"}
 
 
 def load_grid(path, base):
