@@ -20,8 +20,13 @@ def _fit(average_callback, epochs=2, steps_per_epoch=4):
                   loss="binary_crossentropy")
     x, y = batch(8 * steps_per_epoch, seed=1, size=8)
     online, seen = [], []
-    callbacks = [keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda step, logs: online.append(values(model.trainable_variables)))]
+
+    def record_online(step, logs):
+        if hasattr(model, "jax_state_sync"):  # JAX keeps the state outside the variables within an epoch
+            model.jax_state_sync()
+        online.append(values(model.trainable_variables))
+
+    callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=record_online)]
     if average_callback:
         probe = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(
             values(model.trainable_variables)))
