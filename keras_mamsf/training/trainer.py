@@ -102,8 +102,9 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         # backup marks the epoch done, so a kill between them replays the epoch instead of losing it.
         selection = [ValidationMacroAUC(val_ds),
                      BestCheckpoint(os.path.join(run_dir, "best.keras"), monitor="val_macro_auc")]
+        bn_batches = _precise_bn_batches(config, source)  # read once: the weight average's epochs and the end
         if config.weight_ema:  # validated and checkpointed with the averaged weights
-            selection = [WithWeightEMA(selection, _precise_bn_batches(config, source) or None)]
+            selection = [WithWeightEMA(selection, bn_batches or None)]
         callbacks = [
             EpochSeed(epoch, augmentation),
             keras.callbacks.TerminateOnNaN(),
@@ -123,7 +124,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     if not os.path.isfile(best_path):  # no finite validation figure at all (a single-class val split)
         best_path = final_path
     if config.precise_bn_images:
-        images = _precise_bn(config, source, sorted({best_path, final_path}))
+        images = _precise_bn(config, bn_batches, sorted({best_path, final_path}))
         log(f"BatchNorm statistics re-estimated from {images} training images in {os.path.basename(best_path)}"
             + ("" if best_path == final_path else f" and {os.path.basename(final_path)}"))
     guard = _fit_guard(config, source, run_dir, data_root)
@@ -142,9 +143,9 @@ def _fit_guard(config, source, run_dir, data_root):
     return guard
 
 
-def _precise_bn(config, source, paths):
+def _precise_bn(config, images, paths):
     """Re-estimates the BatchNorm statistics of the saved models at `paths` (rewritten atomically)
-    from `config.precise_bn_images` training images, unaugmented; returns how many were used.
+    from `images` (`_precise_bn_batches`); returns how many were used.
     On the saved files, after `fit`: outside any distribution strategy, and a rerun of a killed
     run re-estimates from the same images to the same values."""
     import keras
@@ -152,7 +153,6 @@ def _precise_bn(config, source, paths):
     from keras_mamsf.models import load_model, save_model
     from keras_mamsf.training.precise_bn import reestimate_batchnorm
 
-    images = _precise_bn_batches(config, source)
     used = 0
     for path in paths:
         keras.utils.set_random_seed(config.seed)  # dropout in training mode: the same statistics on a rerun
