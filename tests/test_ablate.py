@@ -358,3 +358,11 @@ def test_the_protocol_names_the_weight_average_when_it_is_on():
 
     assert protocol(TrainConfig(), [0], {})["optimizer"] == "AdamW, learning rate 0.001, weight decay 0.0001"
     assert protocol(TrainConfig(weight_ema=0.998), [0], {})["optimizer"].endswith(", weight moving average 0.998")
+
+
+def test_the_protocol_says_where_the_batchnorm_statistics_come_from():
+    from keras_mamsf.evaluation.ablation import protocol
+
+    assert protocol(TrainConfig(), [0], {})["batchnorm"] == "the moving statistics of training (no re-estimation)"
+    assert protocol(TrainConfig(precise_bn_images=512), [0], {})["batchnorm"] == (
+        "statistics re-estimated from 512 unaugmented training images after training")

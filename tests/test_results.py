@@ -75,7 +75,8 @@ def test_the_readme_command_is_the_one_that_wrote_it():
     # must still give the kept report's settings.
     config = TrainConfig.from_file(ROOT / options["--config"]).with_overrides(
         [value for flag, value in zip(argv, argv[1:]) if flag == "--set"])
-    assert protocol["optimizer"] == ablation_protocol(config, protocol["seeds"], {})["optimizer"]
+    resolved = ablation_protocol(config, protocol["seeds"], {})
+    assert (protocol["optimizer"], protocol["batchnorm"]) == (resolved["optimizer"], resolved["batchnorm"])
     assert (config.epochs, config.batch_size, config.image_size) == (protocol["epochs"], protocol["batch_size"],
                                                                      protocol["image_size"])
     assert config.drift_monitor  # the recipe turns it off; the kept report has a drift summary

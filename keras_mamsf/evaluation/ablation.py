@@ -178,6 +178,8 @@ def protocol(base, seeds, summaries):
         "batch_size": base.batch_size,
         "seeds": list(seeds),
         "dtype_policy": base.dtype_policy,
+        "batchnorm": (f"statistics re-estimated from {base.precise_bn_images} unaugmented training images after "
+                      "training" if base.precise_bn_images else "the moving statistics of training (no re-estimation)"),
         "selection": "best validation macro AUC checkpoint; thresholds chosen on validation; figures on the test split",
         "bootstrap": f"{base.n_boot} patient-level resamples per run",
         "environments": [json.loads(e) for e in sorted(environments)],
