@@ -81,6 +81,17 @@ def test_config_round_trip_and_contract_keys(tmp_path):
         TrainConfig().with_overrides(["fusion_kernels=[2]"])
 
 
+def test_augment_flip_takes_the_flip_out_of_the_augmentation():
+    from keras_mamsf.training.trainer import training_augmentation
+
+    def names(*overrides):
+        return [type(layer).__name__ for layer in training_augmentation(TrainConfig().with_overrides(overrides))]
+
+    assert names()[0] == "RandomFlip" and "RandomFlip" not in names("augment_flip=false")
+    assert names("augment_flip=false") == names()[1:]  # the rest unchanged
+    assert names("augment=false") == names("augment=false", "augment_flip=false") == []
+
+
 def test_every_model_argument_is_a_config_key_that_reaches_the_model():
     """Issue 22, acceptance 3: `MAMSFClassifier`'s (and `build_model`'s) arguments are config keys, or
     derived from named ones; each, set by `--set`, arrives in `model_arguments()` as the model takes it."""
@@ -199,12 +210,14 @@ def test_jax_backend_runs_a_small_job(root, tmp_path):
 def test_the_same_command_twice_gives_the_same_metrics(root, tmp_path):
     """Issue 23: two runs with the same config and seed (fresh processes, two run folders) give the same
     `metrics.json` and bit-identical weights. What differs is what must: the run folder's paths, and the
-    `.keras` file's SHA-256 (Keras' archive records the time it was saved)."""
+    `.keras` file's SHA-256 (Keras' archive records the time it was saved). The runs score with test-time flip
+    averaging: the trainer's evaluation follows the config's `test_time_flip`, and says so in metrics.json."""
     runs = []
     for name in ("first", "second"):
         out = tmp_path / name
         result = subprocess.run(_command("--data", root, "--out", out, "--set", "epochs=2", *SMALL, "--progress",
-                                         "none"), env=_env(), capture_output=True, text=True)
+                                         "none", "--set", "test_time_flip=true"), env=_env(), capture_output=True,
+                                text=True)
         assert result.returncode == 0, result.stderr[-3000:]
         runs.append(out)
 
@@ -216,5 +229,6 @@ def test_the_same_command_twice_gives_the_same_metrics(root, tmp_path):
         return metrics
 
     assert comparable(runs[0]) == comparable(runs[1])
+    assert comparable(runs[0])["source"]["test_time_flip"] is True
     for a, b in zip(_final_weights(runs[0]), _final_weights(runs[1]), strict=True):
         assert np.array_equal(a, b)

@@ -46,6 +46,10 @@ def add_parser(commands, name):
     parser.add_argument("--baseline", metavar="FILE", default=None,
                         help="predictions (.npz) or a model of the same images to compare with: the report adds "
                         "each class's AUC change (this minus baseline) with CI and DeLong p-value")
+    parser.add_argument("--test-time-flip", default=None, choices=["on", "off"],
+                        help="score --model over each image and its left-right mirror (on) or once (off); default: "
+                        "as its model card says (the run's config.toml test_time_flip, or the manifest). A --baseline "
+                        "model is scored as its own card says, so --baseline of the same file compares the two")
     parser.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: 2000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -83,6 +87,8 @@ def run(args):
                            "predictions file instead (--thresholds-from VAL.npz)")
 
     validation, guard_report = None, None  # a predictions file has no OOD scores
+    if args.predictions and args.test_time_flip:
+        raise CommandError("--test-time-flip scores a --model; a --predictions file was scored when it was written")
     if args.predictions:
         predictions = Predictions.load(args.predictions)
         source = {"predictions": os.path.abspath(args.predictions)}
@@ -95,9 +101,10 @@ def run(args):
             if records is not None and not records["val"]:
                 raise CommandError(f"--thresholds-from val: the val split of {args.data} is empty "
                                    f"(--val-fraction {args.val_fraction}); raise --val-fraction")
-        predictions, source, guard_report = _score(args, args.model, args.split, records, index)
+        flip = None if args.test_time_flip is None else args.test_time_flip == "on"
+        predictions, source, guard_report = _score(args, args.model, args.split, records, index, flip)
         if args.thresholds_from == "val":
-            validation = _score(args, args.model, "val", records, index)[0]
+            validation = _score(args, args.model, "val", records, index, flip)[0]
     if args.thresholds_from not in (None, "val"):
         validation = Predictions.load(args.thresholds_from)
     metrics = evaluate_predictions(predictions, n_boot=args.n_boot, seed=args.seed, validation=validation,
@@ -133,7 +140,7 @@ def _records(args):
     return parts, index
 
 
-def _score(args, model, split, records, index):
+def _score(args, model, split, records, index, test_time_flip=None):
     """`(Predictions, source dict, the OOD guard's report or None)` of a model file on one split of --data."""
     from keras_mamsf.evaluation.scoring import score_split, split_source
 
@@ -144,7 +151,7 @@ def _score(args, model, split, records, index):
     from keras_mamsf.data.sources import image_source
 
     predictions, details = score_split(model, image_source(records, args.shards), split=split,
-                                       batch_size=args.batch_size, threads=args.threads)
+                                       batch_size=args.batch_size, threads=args.threads, test_time_flip=test_time_flip)
     guard_report = details.pop("ood_guard", None)
     return predictions, split_source(model, args.data, split, args.split_method, args.val_fraction, args.split_seed,
                                      index, **details), guard_report
@@ -159,6 +166,8 @@ def print_summary(metrics, paths):
     patients = metrics["n_patients"] if metrics["n_patients"] is not None else "unknown"
     print(f"{where}{split}: {metrics['n_images']} images, {patients} patients")
     print(f"95% CIs: {metrics['n_boot']} bootstrap resamples of {metrics['resampling']}s, seed {metrics['seed']}")
+    if source.get("test_time_flip"):
+        print("scores: the mean over each image and its left-right mirror (test_time_flip, from the model card)")
     change = metrics.get("vs_baseline")
     header = f"  {'class':<20} {'pos':>5}  {'AUC [95% CI]':<24} {'AP [95% CI]':<24}"
     print(header + ("  AUC change vs baseline [95% CI], p" if change else ""))

@@ -45,8 +45,8 @@ def predict_files(model_path, paths, threads=None, dicom_window="auto", force=Fa
 
     from keras_mamsf.data.images import check_image_file, load_image
     from keras_mamsf.inference.formats import load_runner
-    from keras_mamsf.inference.model_card import model_card, ood_threshold
-    from keras_mamsf.inference.runners import scores_from_outputs, square_input
+    from keras_mamsf.inference.model_card import model_card, ood_threshold, uses_test_time_flip
+    from keras_mamsf.inference.runners import predict_scores, square_input
 
     for path in paths:  # before loading the model: a wrong path or an oversized image fails at once
         check_image_file(path, force)
@@ -54,8 +54,8 @@ def predict_files(model_path, paths, threads=None, dicom_window="auto", force=Fa
     runner = load_runner(model_path, num_threads=threads)
     size, channels = square_input(runner, model_path)
     images = np.stack([load_image(path, size, channels, dicom_window, force) for path in paths])  # errors name the file
-    outputs = runner.predict(images)
-    probs = scores_from_outputs(outputs, use)
+    # the thresholds hold for scores made as they were chosen on: flip-averaged when the model card says so
+    probs, outputs = predict_scores(runner, images, use, test_time_flip=uses_test_time_flip(model_path))
     if probs.shape[1] != len(labels):
         raise ValueError(f"{model_path}: {probs.shape[1]} outputs for {len(labels)} labels")
     limit = ood_threshold(model_path) if "ood_score" in outputs else None
@@ -107,7 +107,7 @@ def run(args):
     import sys
 
     from keras_mamsf.inference.formats import artifact_format
-    from keras_mamsf.inference.model_card import model_card_with_source, parity_warning
+    from keras_mamsf.inference.model_card import model_card_with_source, parity_warning, uses_test_time_flip
 
     if args.gradcam and not args.out:
         raise ValueError("--gradcam writes PNGs: add --out DIR")
@@ -118,15 +118,19 @@ def run(args):
     results, thresholds, use = predict_files(args.model, args.images, args.threads, args.dicom_window, args.force,
                                              args.show_ood)
     source = model_card_with_source(args.model)[3]
+    flip = uses_test_time_flip(args.model)
     if args.gradcam:
         written = write_gradcams(args.model, args.images, args.gradcam, args.out, args.dicom_window, args.force)
         if not args.json:
             print(f"Grad-CAM ({args.gradcam}): {len(written)} PNG(s) in {args.out}")
     if args.json:
-        print(json.dumps({"model": args.model, "output": use, "thresholds": thresholds, "thresholds_source": source,
-                          "results": results}, indent=2))
+        print(json.dumps({"model": args.model, "output": use, "test_time_flip": flip, "thresholds": thresholds,
+                          "thresholds_source": source, "results": results}, indent=2))
         return 0
     print(f"thresholds: {source}")
+    if flip:
+        print("scores: the mean over each image and its left-right mirror (test_time_flip, as the thresholds were "
+              "chosen)")
     if results and results[0]["in_distribution"] is None:
         print("OOD guard: none (an export before 0.4, or a .keras file without ood_guard.npz beside it)")
     for result in results:

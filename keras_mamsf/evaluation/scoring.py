@@ -12,7 +12,7 @@ import numpy as np
 from keras_mamsf.evaluation.predictions import Predictions
 
 
-def score_split(model_path, source, split="test", batch_size=32, threads=None, runner=None):
+def score_split(model_path, source, split="test", batch_size=32, threads=None, runner=None, test_time_flip=None):
     """`(Predictions, details)` of `model_path` on `split` of `source` (a `data.sources` image source:
     PNG records or prepared shards, at the model's input size).
 
@@ -20,13 +20,16 @@ def score_split(model_path, source, split="test", batch_size=32, threads=None, r
     has the OOD guard's output and its threshold is known, `ood_guard`: how many images it flags and which
     (`guard.flagged_report`; metrics.json's `ood_guard`, not part of the source record). `runner`:
     `inference.formats.load_runner(model_path)` already loaded (scoring several splits loads once).
+    `test_time_flip`: average each image's scores with its left-right mirror's (`runners.predict_scores`);
+    None: as the model card says (`inference.model_card.uses_test_time_flip`). `details` records which.
     """
     from keras_mamsf.guard import flagged_report
+    from keras_mamsf.inference import model_card as card
     from keras_mamsf.inference.formats import load_runner
-    from keras_mamsf.inference.model_card import model_card, ood_threshold
-    from keras_mamsf.inference.runners import scores_from_outputs, square_input
+    from keras_mamsf.inference.runners import predict_scores, square_input
 
-    labels, _, use_output = model_card(model_path)
+    labels, _, use_output = card.model_card(model_path)
+    flip = card.uses_test_time_flip(model_path) if test_time_flip is None else bool(test_time_flip)
     runner = runner or load_runner(model_path, num_threads=threads)
     size, channels = square_input(runner, model_path)
     dataset = source.dataset(split, size, batch_size, channels=channels)
@@ -36,8 +39,8 @@ def score_split(model_path, source, split="test", batch_size=32, threads=None, r
         count = len(images)
         if count < batch_size:  # the last batch, padded: one input shape, so graph runtimes trace once
             images = np.concatenate([images, np.zeros((batch_size - count, *images.shape[1:]), images.dtype)])
-        outputs = runner.predict(images)
-        y_score.append(scores_from_outputs({name: value[:count] for name, value in outputs.items()}, use_output))
+        scores, outputs = predict_scores(runner, images, use_output, test_time_flip=flip)
+        y_score.append(scores[:count])
         y_true.append(batch_labels)
         if "ood_score" in outputs:
             ood.append(np.asarray(outputs["ood_score"][:count], dtype="float64").reshape(-1))
@@ -46,8 +49,9 @@ def score_split(model_path, source, split="test", batch_size=32, threads=None, r
         raise ValueError(f"{model_path}: {y_score.shape[1]} outputs for {len(labels)} labels")
     predictions = Predictions(np.concatenate(y_true).round(), y_score, labels=labels, patient_id=patient_id,
                               image_index=image_index, source=f"{model_path} on {split}")
-    details = {"images_from": source.kind, "output": use_output, "image_size": size, "channels": channels}
-    threshold = ood_threshold(model_path) if ood else None
+    details = {"images_from": source.kind, "output": use_output, "image_size": size, "channels": channels,
+               "test_time_flip": flip}
+    threshold = card.ood_threshold(model_path) if ood else None
     if threshold is not None:
         details["ood_guard"] = flagged_report(np.concatenate(ood), threshold, image_index)
     return predictions, details

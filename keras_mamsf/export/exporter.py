@@ -40,7 +40,13 @@ from keras_mamsf.inference.formats import (
     load_runner,
 )
 from keras_mamsf.inference.graph import inference_model, input_shape
-from keras_mamsf.inference.model_card import read_thresholds, run_split, run_thresholds, threshold_rule
+from keras_mamsf.inference.model_card import (
+    read_thresholds,
+    run_split,
+    run_thresholds,
+    threshold_rule,
+    uses_test_time_flip,
+)
 from keras_mamsf.inference.signature import INPUT_NAME, OUTPUT_NAMES, SIGNATURE
 from keras_mamsf.utils import atomic_directory, atomic_path
 from keras_mamsf.utils.digest import sha256_of
@@ -129,9 +135,12 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         root = parity_data or calibration_data
         held_out = _parity_set(root, sources.get(root), height, channels, parity_images, seed)
     rule = threshold_rule(thresholds_path)
+    flip = uses_test_time_flip(model_path)  # the run scored (and chose its thresholds) over each image and its mirror
     if held_out is not None:
         reference = model.predict(held_out["images"], verbose=0, batch_size=32)
         held_out["reference"], held_out["reference_ood"] = reference["probs"], reference["ood_score"]
+        # the operating decisions compare scores made as the device must make them (parity compares one pass)
+        held_out["reference_scores"] = _reference_scores(model, held_out["images"], flip)
         log(f"parity: {len(held_out['images'])} images from {held_out['source']}")
 
     record = manifest.new_manifest(
@@ -150,13 +159,14 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     record["graph"] = {"grayscale_stem": fold_note}
     record["ood_guard"] = dict(guard.record(), fitted=guard_note)
     record["thresholds"]["rule"] = rule
+    record["test_time_flip"] = flip
     record["parity_data"] = None if held_out is None else {"source": held_out["source"],
                                                             "images": len(held_out["images"])}
     os.makedirs(out_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix=".mamsf_export_", dir=out_dir)
     job = types.SimpleNamespace(held_out=held_out, labels=labels, thresholds=thresholds, gates=gates, log=log,
                                 ood_threshold=guard.threshold, rule=rule, variants=variants, mixed=mixed,
-                                calibration=calibration, io_type=io_type, work=work, seed=seed)
+                                calibration=calibration, io_type=io_type, work=work, seed=seed, test_time_flip=flip)
     try:
         for fmt in formats:
             record["artifacts"].update(CONVERTERS[fmt](graph, out_dir, job))
@@ -283,18 +293,30 @@ def _own_thresholds(name, scores, job):
 
 
 def _verify(path, gate, variant, job):
-    """`(parity entry, the artifact's scores through its chosen output)` on the parity set."""
-    from keras_mamsf.inference.runners import scores_from_outputs
+    """`(parity entry, the artifact's scores through its chosen output)` on the parity set: the parity of one
+    pass, the scores as the model card says they are made (flip-averaged with `test_time_flip`)."""
+    from keras_mamsf.inference.runners import predict_scores, scores_from_outputs
 
     if job.held_out is None:
         return {"status": "unverified"}, None
-    outputs = load_runner(path).predict(job.held_out["images"])
+    runner = load_runner(path)
+    outputs = runner.predict(job.held_out["images"])
     check = parity.artifact_parity(gate, variant, job.held_out["reference"], outputs, job.held_out["labels"],
                                    job.labels, [job.thresholds[label] for label in job.labels], job.gates,
                                    patient_id=job.held_out["patient_id"])
     if "ood_score" in outputs:
         check["ood_score"] = parity.ood_parity(job.held_out["reference_ood"], outputs["ood_score"], job.ood_threshold)
+    if job.test_time_flip:
+        return check, predict_scores(runner, job.held_out["images"], check["use_output"], test_time_flip=True)[0]
     return check, scores_from_outputs(outputs, check["use_output"])
+
+
+def _reference_scores(model, images, flip):
+    """The Keras model's scores of the parity images, flip-averaged when `flip` (`runners.predict_scores`)."""
+    from keras_mamsf.inference.runners import predict_scores
+
+    reference = types.SimpleNamespace(predict=lambda batch: model.predict(batch, verbose=0, batch_size=32))
+    return predict_scores(reference, images, test_time_flip=flip)[0]
 
 
 def _entry(path, fmt, variant, check, extra=None):
@@ -370,7 +392,7 @@ def _tflite(batch_one, variant, out_dir, job):
     if scores is not None and check.get("noninferiority"):
         own = (extra.get("thresholds") or {}).get("values") or job.thresholds
         check["decisions"] = parity.decision_figures(
-            job.held_out["labels"], job.held_out["reference"], scores, job.labels,
+            job.held_out["labels"], job.held_out["reference_scores"], scores, job.labels,
             [job.thresholds[label] for label in job.labels], [own[label] for label in job.labels],
             job.held_out["patient_id"], seed=job.seed)
     if variant in (litert.INT8, litert.MIXED):

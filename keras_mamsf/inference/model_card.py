@@ -60,20 +60,38 @@ def run_thresholds(model_path):
     return beside if os.path.isfile(beside) else None
 
 
-def run_split(model_path):
-    """The split settings of the `mamsf train` run that wrote `model_path` (its config.toml beside it), as
-    `data.sources.open_root(split=...)` takes them; None for a model outside a run folder."""
+def _run_config(model_path):
+    """The config.toml of the `mamsf train` run that wrote `model_path` (beside it), or None."""
     beside = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path).rstrip(os.sep))), "config.toml")
     if not os.path.isfile(beside):
         return None
     import tomllib
 
     with open(beside, "rb") as handle:
-        config = tomllib.load(handle)  # written by `TrainConfig.write`: checked keys, defaults filled in
+        return tomllib.load(handle)  # written by `TrainConfig.write`: checked keys, defaults filled in
+
+
+def run_split(model_path):
+    """The split settings of the `mamsf train` run that wrote `model_path` (its config.toml beside it), as
+    `data.sources.open_root(split=...)` takes them; None for a model outside a run folder."""
+    config = _run_config(model_path)
+    if config is None:
+        return None
     defaults = {"split": "official", "val_fraction": 0.1, "split_seed": 0, "view": "all"}
     config = {key: config.get(key, value) for key, value in defaults.items()}
     return {"method": config["split"], "val_fraction": config["val_fraction"], "seed": config["split_seed"],
             "view": config["view"]}
+
+
+def uses_test_time_flip(model_path):
+    """Whether `model_path`'s scores are the mean over each image and its left-right mirror
+    (`inference.runners.predict_scores`): the manifest's `test_time_flip` beside an export, else the
+    `test_time_flip` of the run's config.toml beside a `.keras` file; False without either. The thresholds were
+    chosen on scores made that way, so every scorer of the model must make them that way too."""
+    record, _ = find_manifest(model_path)
+    if record:
+        return bool(record.get("test_time_flip", False))
+    return bool((_run_config(model_path) or {}).get("test_time_flip", False))
 
 
 def find_manifest(model_path):

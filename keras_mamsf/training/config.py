@@ -85,6 +85,7 @@ class TrainConfig:
     view: str = "all"
     class_aware: bool = False
     augment: bool = True
+    augment_flip: bool = True  # the left-right flip among the augmentations (with augment)
     # optimizer and schedule: AdamW, linear warmup then cosine decay to 0
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -97,6 +98,10 @@ class TrainConfig:
     weight_ema: float = 0.0
     # evaluation at the end (on the best checkpoint, test split)
     n_boot: int = 2000
+    # every score (val, so the thresholds; test) the mean over each image and its left-right mirror (two
+    # invocations; inference.runners.predict_scores); config.toml beside best.keras carries it to evaluate,
+    # predict and export (the manifest's test_time_flip), which score the same way
+    test_time_flip: bool = False
     # the operating thresholds in thresholds.json, chosen on the val split ("guaranteed": the Clopper-Pearson
     # lower bound of sensitivity >= min_sensitivity with probability 1 - threshold_delta; stats.thresholds)
     threshold_rule: str = DEFAULT_RULE

@@ -35,7 +35,6 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     import tensorflow as tf
 
     from keras_mamsf.data import nih, splits
-    from keras_mamsf.data.pipeline import augmentation_layers
     from keras_mamsf.data.sources import image_source
     from keras_mamsf.losses import loss_from_settings
     from keras_mamsf.metrics.macro_auc import MacroAUC
@@ -79,7 +78,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
 
     keras.utils.set_random_seed(config.seed)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    augmentation = augmentation_layers(config.seed) if config.augment else []
+    augmentation = training_augmentation(config)
     # Pre-resized shards are fast, but their shuffle is not seeded per epoch (a resumed epoch reorders).
     source = image_source(parts, shards)  # shards refuse class_aware sampling (it reads the PNGs) in one line
     train_ds = source.dataset("train", config.image_size, config.batch_size, channels=config.channels, training=True,
@@ -162,6 +161,13 @@ def _precise_bn(config, images, paths):
     return used
 
 
+def training_augmentation(config):
+    """The augmentation layers of the training pipeline (`augment`, without the flip if not `augment_flip`)."""
+    from keras_mamsf.data.pipeline import augmentation_layers
+
+    return augmentation_layers(config.seed, flip=config.augment_flip) if config.augment else []
+
+
 def _precise_bn_batches(config, source):
     """The unaugmented training image batches of the BatchNorm re-estimation ([] when it is off)."""
     if not config.precise_bn_images:
@@ -183,8 +189,9 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, source)
     batch = max(config.batch_size, 64)
     train_positives = np.stack([r.labels for r in parts["train"]]).sum(axis=0)
     runner = load_runner(model_path)
-    test, details = score_split(model_path, source, split="test", batch_size=batch, runner=runner)
-    val, _ = score_split(model_path, source, split="val", batch_size=batch, runner=runner)
+    flip = config.test_time_flip
+    test, details = score_split(model_path, source, split="test", batch_size=batch, runner=runner, test_time_flip=flip)
+    val, _ = score_split(model_path, source, split="val", batch_size=batch, runner=runner, test_time_flip=flip)
     guard_report = details.pop("ood_guard", None)
     source = split_source(model_path, index.root, "test", config.split, config.val_fraction, config.split_seed, index,
                           config=os.path.abspath(config_path), **details)
