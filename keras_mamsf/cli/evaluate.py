@@ -167,7 +167,7 @@ def print_summary(metrics, paths):
     print(f"{where}{split}: {metrics['n_images']} images, {patients} patients")
     print(f"95% CIs: {metrics['n_boot']} bootstrap resamples of {metrics['resampling']}s, seed {metrics['seed']}")
     if source.get("test_time_flip"):
-        print("scores: the mean over each image and its left-right mirror (test_time_flip, from the model card)")
+        print("scores: the mean over each image and its left-right mirror (test_time_flip)")
     change = metrics.get("vs_baseline")
     header = f"  {'class':<20} {'pos':>5}  {'AUC [95% CI]':<24} {'AP [95% CI]':<24}"
     print(header + ("  AUC change vs baseline [95% CI], p" if change else ""))
