@@ -306,7 +306,7 @@ def _verify(path, gate, variant, job):
                                    patient_id=job.held_out["patient_id"])
     if "ood_score" in outputs:
         check["ood_score"] = parity.ood_parity(job.held_out["reference_ood"], outputs["ood_score"], job.ood_threshold)
-    if job.test_time_flip:
+    if job.test_time_flip:  # the plain pass again, through the output the check chose, and the mirror's
         return check, predict_scores(runner, job.held_out["images"], check["use_output"], test_time_flip=True)[0]
     return check, scores_from_outputs(outputs, check["use_output"])
 
