@@ -137,10 +137,9 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     rule = threshold_rule(thresholds_path)
     flip = uses_test_time_flip(model_path)  # the run scored (and chose its thresholds) over each image and its mirror
     if held_out is not None:
-        reference = model.predict(held_out["images"], verbose=0, batch_size=32)
+        # parity compares one pass; the operating decisions compare scores made as the device must make them
+        held_out["reference_scores"], reference = _reference_scores(model, held_out["images"], flip)
         held_out["reference"], held_out["reference_ood"] = reference["probs"], reference["ood_score"]
-        # the operating decisions compare scores made as the device must make them (parity compares one pass)
-        held_out["reference_scores"] = _reference_scores(model, held_out["images"], flip)
         log(f"parity: {len(held_out['images'])} images from {held_out['source']}")
 
     record = manifest.new_manifest(
@@ -295,7 +294,7 @@ def _own_thresholds(name, scores, job):
 def _verify(path, gate, variant, job):
     """`(parity entry, the artifact's scores through its chosen output)` on the parity set: the parity of one
     pass, the scores as the model card says they are made (flip-averaged with `test_time_flip`)."""
-    from keras_mamsf.inference.runners import predict_scores, scores_from_outputs
+    from keras_mamsf.inference.runners import predict_scores
 
     if job.held_out is None:
         return {"status": "unverified"}, None
@@ -306,17 +305,16 @@ def _verify(path, gate, variant, job):
                                    patient_id=job.held_out["patient_id"])
     if "ood_score" in outputs:
         check["ood_score"] = parity.ood_parity(job.held_out["reference_ood"], outputs["ood_score"], job.ood_threshold)
-    if job.test_time_flip:  # the plain pass again, through the output the check chose, and the mirror's
-        return check, predict_scores(runner, job.held_out["images"], check["use_output"], test_time_flip=True)[0]
-    return check, scores_from_outputs(outputs, check["use_output"])
+    return check, predict_scores(runner, job.held_out["images"], check["use_output"], job.test_time_flip, outputs)[0]
 
 
 def _reference_scores(model, images, flip):
-    """The Keras model's scores of the parity images, flip-averaged when `flip` (`runners.predict_scores`)."""
+    """`(scores, outputs)` of the Keras model on the parity images: the scores flip-averaged when `flip`
+    (`runners.predict_scores`), the outputs of one pass."""
     from keras_mamsf.inference.runners import predict_scores
 
     reference = types.SimpleNamespace(predict=lambda batch: model.predict(batch, verbose=0, batch_size=32))
-    return predict_scores(reference, images, test_time_flip=flip)[0]
+    return predict_scores(reference, images, test_time_flip=flip)
 
 
 def _entry(path, fmt, variant, check, extra=None):

@@ -34,17 +34,18 @@ def scores_from_outputs(outputs, use_output="probs"):
     return np.asarray(sigmoid(outputs["logits"]) if use_output == "logits" else outputs["probs"], dtype="float64")
 
 
-def predict_scores(runner, images, use_output="probs", test_time_flip=False):
+def predict_scores(runner, images, use_output="probs", test_time_flip=False, outputs=None):
     """`(scores, outputs)`: per-class probabilities (float64) of `images` and the runner's outputs on them.
 
     `test_time_flip`: each image's scores are the mean of its probabilities and its left-right mirror's (two
     invocations). Training augments with random left-right flips, so the mirror is a view the model learned to
     read; averaging the two views removes part of the prediction's dependence on the view. Probabilities are
     averaged (not logits): the same rule whichever output an artifact is read through. `outputs` stay the
-    image's own (the OOD guard judges the image as it came).
+    image's own (the OOD guard judges the image as it came); pass them as `outputs` when already computed (then
+    only the mirror runs).
     """
     images = np.asarray(images, dtype="float32")
-    outputs = runner.predict(images)
+    outputs = runner.predict(images) if outputs is None else outputs
     scores = scores_from_outputs(outputs, use_output)
     if test_time_flip:
         mirrored = runner.predict(np.ascontiguousarray(images[:, :, ::-1, :]))
