@@ -92,6 +92,41 @@ def test_augment_flip_takes_the_flip_out_of_the_augmentation():
     assert names("augment=false") == names("augment=false", "augment_flip=false") == []
 
 
+def test_augment_strength_scales_every_magnitude_but_the_flip():
+    from keras_mamsf.data.pipeline import AUGMENT_DEFAULTS
+    from keras_mamsf.training.trainer import training_augmentation
+
+    def magnitudes(*overrides):
+        layers = training_augmentation(TrainConfig().with_overrides(overrides))
+        found = {}
+        for layer in layers:
+            name = type(layer).__name__
+            if name == "RandomFlip":
+                found["flip"] = layer.mode
+            elif name == "RandomTranslation":
+                found["translation"] = (layer.height_factor, layer.width_factor)
+            else:
+                key = {"RandomRotation": "rotation", "RandomZoom": "zoom", "RandomContrast": "contrast",
+                       "RandomBrightness": "brightness"}[name]
+                found[key] = layer.factor if name != "RandomZoom" else layer.height_factor
+        return found
+
+    def upper(value):  # a factor given as x is kept as x or as (-x, x), depending on the layer
+        return max(value) if isinstance(value, (tuple, list)) else value
+
+    plain, doubled, none = magnitudes(), magnitudes("augment_strength=2.0"), magnitudes("augment_strength=0.0")
+    assert plain["flip"] == doubled["flip"] == "horizontal"
+    for key, default in AUGMENT_DEFAULTS.items():
+        if key in ("flip", "translation"):
+            continue
+        assert upper(plain[key]) == pytest.approx(default)
+        assert upper(doubled[key]) == pytest.approx(2 * default)
+    assert [upper(v) for v in doubled["translation"]] == pytest.approx([2 * AUGMENT_DEFAULTS["translation"]] * 2)
+    assert "rotation" not in none and "zoom" not in none and none["flip"] == "horizontal"  # 0 leaves the flip alone
+    with pytest.raises(ConfigError, match="augment_strength"):
+        TrainConfig().with_overrides(["augment_strength=6"])
+
+
 def test_every_model_argument_is_a_config_key_that_reaches_the_model():
     """Issue 22, acceptance 3: `MAMSFClassifier`'s (and `build_model`'s) arguments are config keys, or
     derived from named ones; each, set by `--set`, arrives in `model_arguments()` as the model takes it."""

@@ -86,6 +86,7 @@ class TrainConfig:
     class_aware: bool = False
     augment: bool = True
     augment_flip: bool = True  # the left-right flip among the augmentations (with augment)
+    augment_strength: float = 1.0  # multiplies the augmentation's magnitudes (rotation, zoom, ...; not the flip)
     # optimizer and schedule: AdamW, linear warmup then cosine decay to 0
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
@@ -225,7 +226,8 @@ _RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True
            "batch_size": (1, 65536, True, True), "n_boot": (0, 1000000, True, True),
            "drift_per_class": (1, 100000, True, True), "precise_bn_images": (0, 1000000, True, True),
            "min_sensitivity": (0.0, 1.0, False, True), "threshold_delta": (0.0, 1.0, False, False),
-           "ood_alpha": (0.0, 1.0, False, False), "weight_ema": (0.0, 1.0, True, False)}
+           "ood_alpha": (0.0, 1.0, False, False), "weight_ema": (0.0, 1.0, True, False),
+           "augment_strength": (0.0, 5.0, True, True)}
 
 
 def _coerce(key, value):

@@ -162,10 +162,13 @@ def _precise_bn(config, images, paths):
 
 
 def training_augmentation(config):
-    """The augmentation layers of the training pipeline (`augment`, without the flip if not `augment_flip`)."""
+    """The augmentation layers of the training pipeline (`augment`, without the flip if not `augment_flip`,
+    magnitudes scaled by `augment_strength`)."""
     from keras_mamsf.data.pipeline import augmentation_layers
 
-    return augmentation_layers(config.seed, flip=config.augment_flip) if config.augment else []
+    if not config.augment:
+        return []
+    return augmentation_layers(config.seed, strength=config.augment_strength, flip=config.augment_flip)
 
 
 def _precise_bn_batches(config, source):
