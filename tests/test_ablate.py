@@ -353,6 +353,19 @@ def test_the_recipe_lists_every_config_key():
     assert TrainConfig.from_file(path) == TrainConfig().replace(**flat)
 
 
+def test_the_protocol_states_the_augmentation_the_runs_used():
+    from keras_mamsf.evaluation.ablation import protocol
+
+    def stated(**changes):
+        return protocol(TrainConfig(**changes), [0], {})["augmentation"]
+
+    assert stated() == "flip True, rotation 0.02, zoom 0.08, translation 0.05, contrast 0.15, brightness 0.1"
+    assert stated(augment_flip=False) == "rotation 0.02, zoom 0.08, translation 0.05, contrast 0.15, brightness 0.1"
+    assert stated(augment_strength=3.0) == ("flip True, rotation 0.06, zoom 0.24, translation 0.15, contrast 0.45, "
+                                           "brightness 0.3")
+    assert stated(augment=False) == stated(augment_flip=False, augment_strength=0.0) == "none"
+
+
 def test_the_protocol_names_the_weight_average_when_it_is_on():
     from keras_mamsf.evaluation.ablation import protocol
 

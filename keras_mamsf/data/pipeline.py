@@ -37,21 +37,25 @@ def class_aware_weights(labels):
     return weights / weights.sum()
 
 
-def augmentation_layers(seed=0, strength=1.0, **overrides):
-    """The training augmentation as a list of Keras core layers (applied inside tf.data).
-
-    `strength` multiplies every magnitude (rotation, zoom, translation, contrast, brightness; not the
-    flip) after `overrides` are applied: 2.0 turns the default +-7 degrees and 8% zoom into +-14 and 16%.
-    """
-    import keras
-
+def augmentation_settings(strength=1.0, **overrides):
+    """The augmentation's magnitudes: `AUGMENT_DEFAULTS` with `overrides`, every magnitude but the flip
+    times `strength` (2.0 turns the default +-7 degrees and 8% zoom into +-14 and 16%)."""
     settings = dict(AUGMENT_DEFAULTS, **overrides)
     unknown = set(settings) - set(AUGMENT_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown augmentation setting(s) {sorted(unknown)}; known: {sorted(AUGMENT_DEFAULTS)}")
     if strength < 0:
         raise ValueError(f"augmentation strength must be >= 0, got {strength}")
-    settings = {name: value if name == "flip" else value * strength for name, value in settings.items()}
+    # Rounded so that a protocol prints 0.3, not 0.30000000000000004.
+    return {name: value if name == "flip" else round(value * strength, 9) for name, value in settings.items()}
+
+
+def augmentation_layers(seed=0, strength=1.0, **overrides):
+    """The training augmentation as a list of Keras core layers (applied inside tf.data), with the
+    magnitudes of `augmentation_settings(strength, **overrides)`."""
+    import keras
+
+    settings = augmentation_settings(strength, **overrides)
     layers = []
     if settings["flip"]:
         layers.append(keras.layers.RandomFlip("horizontal", seed=seed))

@@ -154,12 +154,13 @@ def decay_notes(base, cells, summaries):
 
 def protocol(base, seeds, summaries):
     """The protocol every report states (the reviewer's second major comment)."""
-    from keras_mamsf.data.pipeline import AUGMENT_DEFAULTS
+    from keras_mamsf.data.pipeline import augmentation_settings
 
     finished = [s for by_seed in summaries.values() for s in by_seed.values() if s]
     environments = {json.dumps(s.get("environment"), sort_keys=True) for s in finished}
     sizes = finished[0]["split_sizes"] if finished else None
-    augmentation = (", ".join(f"{k} {v}" for k, v in AUGMENT_DEFAULTS.items() if v) if base.augment else "none")
+    settings = augmentation_settings(base.augment_strength, flip=base.augment_flip) if base.augment else {}
+    augmentation = ", ".join(f"{k} {v}" for k, v in settings.items() if v) or "none"
     return {
         "data": {"split": base.split, "val_fraction": base.val_fraction, "split_seed": base.split_seed,
                  "view": base.view, "images": sizes, "sampling": "class-aware" if base.class_aware else "uniform"},
