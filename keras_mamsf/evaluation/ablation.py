@@ -159,7 +159,8 @@ def protocol(base, seeds, summaries):
     finished = [s for by_seed in summaries.values() for s in by_seed.values() if s]
     environments = {json.dumps(s.get("environment"), sort_keys=True) for s in finished}
     sizes = finished[0]["split_sizes"] if finished else None
-    settings = augmentation_settings(base.augment_strength, flip=base.augment_flip) if base.augment else {}
+    arguments = base.augmentation_arguments()
+    settings = {} if arguments is None else augmentation_settings(**arguments)
     augmentation = ", ".join(f"{k} {v}" for k, v in settings.items() if v) or "none"
     return {
         "data": {"split": base.split, "val_fraction": base.val_fraction, "split_seed": base.split_seed,

@@ -176,6 +176,12 @@ class TrainConfig:
         write_text_atomic(path, self.to_toml())
         return os.fspath(path)
 
+    def augmentation_arguments(self):
+        """The arguments of `data.pipeline.augmentation_settings` / `augmentation_layers` (but the seed) that
+        this config's augmentation stands for; None when `augment` is off. The one mapping of the keys, for the
+        trainer's layers and the ablation protocol that states them."""
+        return {"strength": self.augment_strength, "flip": self.augment_flip} if self.augment else None
+
     def model_arguments(self):
         """`MAMSFClassifier`'s arguments this config stands for (all but `num_classes`, `dtype`, `name`:
         the trainer's), read off its signature, so every argument is a key."""

@@ -166,9 +166,8 @@ def training_augmentation(config):
     magnitudes scaled by `augment_strength`)."""
     from keras_mamsf.data.pipeline import augmentation_layers
 
-    if not config.augment:
-        return []
-    return augmentation_layers(config.seed, strength=config.augment_strength, flip=config.augment_flip)
+    arguments = config.augmentation_arguments()
+    return [] if arguments is None else augmentation_layers(config.seed, **arguments)
 
 
 def _precise_bn_batches(config, source):
