@@ -56,11 +56,14 @@ def move_anchor_off(model, factor):
 
 
 def produce(out_dir):
+    from keras_mamsf.backbones.pretrained import weights_source
     from keras_mamsf.cli.main import main
     from keras_mamsf.data import nih, splits
     from keras_mamsf.data.pipeline import make_dataset
     from keras_mamsf.data.synth import write_synthetic
     from keras_mamsf.export import export_model
+    from keras_mamsf.inference.model_card import INITIAL_WEIGHTS_NAME
+    from keras_mamsf.utils import write_json_atomic
 
     root = os.path.join(out_dir, "synth")
     write_synthetic(root, images=120, size=64, seed=3)
@@ -72,6 +75,8 @@ def produce(out_dir):
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="binary_crossentropy", run_eagerly=True)
     model.fit(make_dataset(train, SIZE, 8, training=True, channels=1).take(3), epochs=1, verbose=0)
     model_path = mamsf.save_model(model, os.path.join(out_dir, "model.keras"))
+    # as `mamsf train` writes it beside its models: the export carries it into the manifest
+    write_json_atomic(os.path.join(out_dir, INITIAL_WEIGHTS_NAME), weights_source("test_efficientnet", None))
     out = os.path.join(out_dir, "out")
     code = main(["export", model_path, "--out", out, "--quantize", "float32,dynamic,int8", "--calibration-data", root,
                  "--calibration-images", "48", "--parity-images", "24", "--json",

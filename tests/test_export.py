@@ -162,6 +162,7 @@ def test_manifest_and_labels_sit_beside_the_artifacts(exported):
     out, manifest = exported["out"], exported["manifest"]
     assert (out / "labels.txt").read_text().splitlines() == list(CHESTXRAY14_LABELS) == manifest["labels"]
     assert manifest["source_model"]["sha256"] == hashlib.sha256(exported["model"].read_bytes()).hexdigest()
+    assert manifest["source_model"]["initial_weights"] == {"weights": "none"}  # the run's initial_weights.json
     assert manifest["input"]["name"] == "image" and manifest["input"]["range"] == [0, 255]
     assert (manifest["input"]["height"], manifest["input"]["channels"]) == (SIZE, 1)
     assert manifest["thresholds"]["values"] == {label: 0.5 for label in CHESTXRAY14_LABELS}

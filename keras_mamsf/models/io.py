@@ -4,9 +4,10 @@ import os
 
 import keras
 
-# A file's compile config names our losses and metrics: registered before any load, so a checkpoint
-# compiles in a fresh interpreter (not only after `mamsf train` imported them).
+# A file's compile config names our losses, metrics and optimizer: registered before any load, so a
+# checkpoint compiles in a fresh interpreter (not only after `mamsf train` imported them).
 from keras_mamsf import losses as _losses  # noqa: F401
+from keras_mamsf import optimizers as _optimizers  # noqa: F401
 from keras_mamsf.metrics import macro_auc as _macro_auc  # noqa: F401
 from keras_mamsf.utils.atomic import atomic_path
 

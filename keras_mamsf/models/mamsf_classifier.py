@@ -13,6 +13,8 @@ from keras_mamsf.models.momentum_anchored_model import MomentumAnchoredModel
 # Constructor arguments that describe how to initialise, not what to build: not in the config (a
 # reloaded model gets its weights from the file).
 LOAD_TIME_ARGUMENTS = ("weights",)
+# The layers after the backbone: randomly initialised even when the backbone is pretrained.
+HEAD_LAYERS = ("fusion", "logits")
 
 
 @keras.saving.register_keras_serializable(package="keras_mamsf")
@@ -134,6 +136,12 @@ class MAMSFClassifier(MomentumAnchoredModel):
     def build_arguments(self):
         """The architecture arguments (the config without name, trainable and dtype)."""
         return dict(self._arguments)
+
+    def backbone_variables(self):
+        """The trainable variables of the backbone (trunk and anchored block, ImageNet's part when pretrained);
+        the rest (fusion head, classifier) is the head that starts from random weights."""
+        head = {id(variable) for name in HEAD_LAYERS for variable in self.get_layer(name).trainable_variables}
+        return [variable for variable in self.trainable_variables if id(variable) not in head]
 
     def get_config(self):
         return {

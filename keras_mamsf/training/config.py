@@ -89,6 +89,9 @@ class TrainConfig:
     augment_strength: float = 1.0  # multiplies the augmentation's magnitudes (rotation, zoom, ...; not the flip)
     # optimizer and schedule: AdamW, linear warmup then cosine decay to 0
     learning_rate: float = 1e-3
+    # the backbone's learning rate as a fraction of learning_rate (discriminative fine-tuning of pretrained
+    # weights; training.optimizers.DiscriminativeAdamW); 1.0: one rate for the whole network
+    backbone_lr_scale: float = 1.0
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     epochs: int = 10
@@ -164,16 +167,18 @@ class TrainConfig:
         return {key: list(value) if isinstance(value, tuple) else value for key,
                 value in dataclasses.asdict(self).items()}
 
-    def to_toml(self):
+    def to_toml(self, notes=()):
+        """The config as TOML; `notes` become comment lines under the header (facts about the run, not keys)."""
         lines = ["# keras-mamsf training config (mamsf train --config THIS_FILE repeats the run)"]
+        lines += [f"# {note}" for note in notes]
         for key, value in self.to_dict().items():
             lines.append(f"{key} = {json.dumps(value)}")  # JSON scalars and lists are valid TOML here
         return "\n".join(lines) + "\n"
 
-    def write(self, path):
+    def write(self, path, notes=()):
         from keras_mamsf.utils import write_text_atomic
 
-        write_text_atomic(path, self.to_toml())
+        write_text_atomic(path, self.to_toml(notes))
         return os.fspath(path)
 
     def augmentation_arguments(self):
@@ -227,7 +232,8 @@ _RANGES = {"image_size": (32, 2048, True, True), "anchor_decay": (0.0, 1.0, True
            "fusion_filters": (1, 4096, True, True), "dropout": (0.0, 1.0, True, False),
            "asl_gamma_neg": (0.0, 20.0, True, True), "asl_clip": (0.0, 1.0, True, False),
            "focal_gamma": (0.0, 20.0, True, True), "val_fraction": (0.0, 1.0, True, False),
-           "learning_rate": (0.0, 10.0, False, True), "weight_decay": (0.0, 1.0, True, True),
+           "learning_rate": (0.0, 10.0, False, True), "backbone_lr_scale": (0.0, 1.0, True, True),
+           "weight_decay": (0.0, 1.0, True, True),
            "warmup_epochs": (0.0, 1000.0, True, True), "epochs": (1, 100000, True, True),
            "batch_size": (1, 65536, True, True), "n_boot": (0, 1000000, True, True),
            "drift_per_class": (1, 100000, True, True), "precise_bn_images": (0, 1000000, True, True),

@@ -34,11 +34,14 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     import numpy as np
     import tensorflow as tf
 
+    from keras_mamsf.backbones.pretrained import describe_weights_source, weights_source
     from keras_mamsf.data import nih, splits
     from keras_mamsf.data.sources import image_source
+    from keras_mamsf.inference.model_card import INITIAL_WEIGHTS_NAME
     from keras_mamsf.losses import loss_from_settings
     from keras_mamsf.metrics.macro_auc import MacroAUC
     from keras_mamsf.models import MAMSFClassifier, save_model
+    from keras_mamsf.optimizers import DiscriminativeAdamW
     from keras_mamsf.training.callbacks import (
         BestCheckpoint,
         EpochSeed,
@@ -46,6 +49,7 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         WithWeightEMA,
     )
     from keras_mamsf.training.distribution import distributed
+    from keras_mamsf.utils import write_json_atomic
     from keras_mamsf.utils.environment import auto_dtype_policy, slow_backend_note
 
     if shards is not None:
@@ -63,7 +67,10 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
             raise ConfigError(f"the {name} split of {data_root} is empty (split {config.split!r}, val_fraction "
                               f"{config.val_fraction}); add images or change the split settings")
     os.makedirs(run_dir, exist_ok=True)
-    config_path = config.write(os.path.join(run_dir, "config.toml"))
+    initial_weights = weights_source(config.backbone, config.model_arguments()["weights"])
+    write_json_atomic(os.path.join(run_dir, INITIAL_WEIGHTS_NAME), initial_weights)
+    config_path = config.write(os.path.join(run_dir, "config.toml"),
+                               notes=[f"initial weights: {describe_weights_source(initial_weights)}"])
     train_labels = np.stack([r.labels for r in parts["train"]])
     steps_per_epoch = math.ceil(len(parts["train"]) / config.batch_size)
     log(f"mamsf train: {config.backbone} anchor={config.anchor} at {config.image_size} px on "
@@ -88,10 +95,12 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
     policy = auto_dtype_policy() if config.dtype_policy == "auto" else config.dtype_policy
     with distributed(distribute):
         model = MAMSFClassifier(**config.model_arguments(), num_classes=train_labels.shape[1], dtype=policy)
-        model.compile(optimizer=keras.optimizers.AdamW(_schedule(config, steps_per_epoch),
-                                                       weight_decay=config.weight_decay,
-                                                       use_ema=config.weight_ema > 0,
-                                                       ema_momentum=config.weight_ema or 0.99),
+        model.compile(optimizer=DiscriminativeAdamW(_schedule(config, steps_per_epoch),
+                                                    backbone_lr_scale=config.backbone_lr_scale,
+                                                    scaled_variables=model.backbone_variables(),
+                                                    weight_decay=config.weight_decay,
+                                                    use_ema=config.weight_ema > 0,
+                                                    ema_momentum=config.weight_ema or 0.99),
                       loss=loss_from_settings(config.loss, config.to_dict(), train_labels),
                       metrics=[MacroAUC(num_labels=train_labels.shape[1])])
         # Built now, so that BackupAndRestore's load_weights restores the optimizer's moments and step
@@ -183,10 +192,12 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, source)
     """Scores `model_path` on the test split (thresholds chosen on val) and writes the evaluation."""
     import numpy as np
 
+    from keras_mamsf.backbones.pretrained import describe_weights_source
     from keras_mamsf.evaluation import evaluate_predictions
     from keras_mamsf.evaluation.report import write_evaluation
     from keras_mamsf.evaluation.scoring import score_split, split_source
     from keras_mamsf.inference.formats import load_runner
+    from keras_mamsf.inference.model_card import run_initial_weights
 
     batch = max(config.batch_size, 64)
     train_positives = np.stack([r.labels for r in parts["train"]]).sum(axis=0)
@@ -196,7 +207,8 @@ def evaluate_run(model_path, parts, config, run_dir, index, config_path, source)
     val, _ = score_split(model_path, source, split="val", batch_size=batch, runner=runner, test_time_flip=flip)
     guard_report = details.pop("ood_guard", None)
     source = split_source(model_path, index.root, "test", config.split, config.val_fraction, config.split_seed, index,
-                          config=os.path.abspath(config_path), **details)
+                          config=os.path.abspath(config_path),
+                          initial_weights=describe_weights_source(run_initial_weights(model_path)), **details)
     metrics = evaluate_predictions(test, n_boot=config.n_boot, seed=config.seed, validation=val, source=source,
                                    threshold_rule=config.threshold_rule, min_sensitivity=config.min_sensitivity,
                                    delta=config.threshold_delta)

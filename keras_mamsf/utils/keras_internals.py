@@ -61,3 +61,9 @@ def jax_state_from_scope(model, scope, state):
 
 def keras_version():
     return keras.__version__
+
+
+def optimizer_variable_index(optimizer, variable):
+    """The position of `variable` among the variables `optimizer` was built with (its slot index), for a
+    variable as `update_step` receives it (a Keras variable, or the backend's own under TensorFlow)."""
+    return optimizer._get_variable_index(variable)
