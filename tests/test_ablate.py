@@ -340,12 +340,13 @@ def test_drift_measures_against_an_independent_computation():
     assert np.isnan(fisher_separation(features, np.arange(40) < 1))
 
 
-def test_the_recipe_lists_every_config_key():
+@pytest.mark.parametrize("recipe", ["chestxray14.toml", "chestxray14_10k.toml", "chestxray14_10k_pretrained.toml"])
+def test_the_recipe_lists_every_config_key(recipe):
     from pathlib import Path
 
     import tomllib
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "chestxray14.toml"
+    path = Path(__file__).resolve().parents[1] / "configs" / recipe
     flat = {}
     for key, value in tomllib.loads(path.read_text()).items():
         flat.update(value if isinstance(value, dict) else {key: value})

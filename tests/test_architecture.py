@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "keras_mamsf"
 # on one floor are side by side and never import each other (evaluation and export, above all).
 FLOORS = [
     {"version", "labels", "utils"},
-    {"layers", "losses", "metrics", "stats"},
+    {"layers", "losses", "metrics", "optimizers", "stats"},
     {"anchor", "backbones", "data"},
     {"models", "guard"},
     {"inference"},

@@ -60,7 +60,9 @@ class TrainConfig:
     backbone: str = _model_default("backbone")
     image_size: int = 224
     channels: int = 1
-    weights: str = _model_default("weights")  # "none", "imagenet" (needs network) or a local .h5 / .weights.h5 file
+    # "none", "imagenet" (efficientnet_lite0: offline from the [pretrained] package; B0-B7, V2: Keras' download)
+    # or a local .h5 / .weights.h5 file
+    weights: str = _model_default("weights")
     anchor: str = _model_default("anchor")
     anchor_decay: float = _model_default("anchor_decay")
     anchor_warmup: bool = _model_default("anchor_warmup")
