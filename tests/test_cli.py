@@ -102,3 +102,15 @@ def test_readme_test_command_is_what_ci_runs():
                'ruff check . && python -m pytest -q -n 2 --dist loadfile tests')
     assert f"```bash\n{command}\n```" in readme
     assert command in ci
+
+
+def test_the_version_is_the_changelog_s_latest_entry(capsys):
+    import re
+
+    from keras_mamsf.version import __version__
+
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert re.findall(r"^## (\d+\.\d+\.\d+) ", changelog, re.M)[0] == __version__
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"keras-mamsf {__version__}"

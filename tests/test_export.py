@@ -4,6 +4,7 @@ manifest and labels sit beside the artifacts; `mamsf predict` agrees across form
 import hashlib
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -418,3 +419,81 @@ def test_predict_warns_when_the_manifest_says_the_file_failed(exported, tmp_path
     assert "\n" not in err
     assert main(["predict", "--model", str(exported["mixed_out"] / "model_float32.tflite"), str(image), "--json"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_every_artifact_carries_its_model_card(exported):
+    """Issue 43: each file holds the card its manifest entry describes (labels, thresholds, the guard's threshold,
+    the output to read, the library version), tied to the file by the digest the manifest records too."""
+    from keras_mamsf.inference.card import read_card
+    from keras_mamsf.inference.model_card import card_from_manifest
+
+    manifest = exported["manifest"]
+    for name, entry in manifest["artifacts"].items():
+        card = read_card(exported["out"] / name)
+        assert card is not None, name
+        assert card.pop("content_sha256") == entry["card"]["content_sha256"], name
+        assert card == card_from_manifest(manifest, entry), name
+        assert card["library"]["version"] == mamsf.__version__ and card["ood_guard"]["threshold"] > 0
+        assert card["artifact"]["variant"] == entry["variant"] and card["output"] == entry["parity"]["use_output"]
+    failed = exported["mixed_out"] / "model_float16.FAILED.tflite"
+    assert read_card(failed)["artifact"]["status"] == "failed"
+
+
+def test_a_file_alone_predicts_as_it_does_beside_its_manifest(exported, tmp_path):
+    """Acceptance 1 of issue 43: each .tflite variant, the ONNX file and the SavedModel copied alone into a fresh
+    folder give the findings, thresholds and OOD verdicts of the manifest's card for the same file."""
+    from keras_mamsf.cli.predict import predict_files
+    from keras_mamsf.data.images import load_image
+    from keras_mamsf.inference.bedside import Bedside
+    from keras_mamsf.inference.model_card import card_from_manifest, find_card
+    from keras_mamsf.inference.runners import square_input
+
+    pngs = sorted((exported["root"] / "images").glob("*.png"))[:3]
+    blank = tmp_path / "blank.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 40), "uint8")).save(blank)  # the guard flags it in every format
+    paths = [*pngs, blank]
+    manifest = exported["manifest"]
+    for name, entry in manifest["artifacts"].items():
+        alone = tmp_path / name.replace(".", "_") / name
+        alone.parent.mkdir()
+        source = exported["out"] / name
+        (shutil.copytree if source.is_dir() else shutil.copyfile)(source, alone)
+        assert find_card(alone)[1] == "the file's own model card"
+        results, thresholds, output = predict_files(alone, paths)
+        beside = Bedside(source, card=card_from_manifest(manifest, entry))
+        size, channels = square_input(beside.runner, source)
+        expected = beside.screen(np.stack([load_image(path, size, channels) for path in paths]))
+        assert thresholds == beside.thresholds and output == beside.output, name
+        for ours, theirs in zip(results, expected, strict=True):
+            assert ours["findings"] == theirs["findings"] and ours["in_distribution"] == theirs["in_distribution"]
+            assert ours["probs"] == theirs["probs"] and ours["ood_score"] == theirs["ood_score"], name
+        assert results[-1]["in_distribution"] is False and all(r["in_distribution"] for r in results[:-1]), name
+
+
+def test_predict_over_a_folder_reports_a_broken_file_and_predicts_the_rest(exported, tmp_path, capsys):
+    """Acceptance 3 of issue 43: a folder of 5 images, 1 of them broken: 4 results, 1 named failure, exit 1;
+    --strict stops at the broken file."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    for path in sorted((exported["root"] / "images").glob("*.png"))[:4]:
+        shutil.copyfile(path, folder / path.name)
+    broken = folder / "00000000_broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    (folder / "notes.txt").write_text("not an image")
+    model = str(exported["out"] / "model_float32.tflite")
+    assert main(["predict", "--model", model, str(folder), "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [r["image"] for r in report["results"]] == sorted(str(p) for p in folder.glob("*.png"))
+    assert report["failed"] == 1 and report["results"][0]["error"].startswith(f"{broken}: ")
+    assert sum("findings" in r for r in report["results"]) == 4
+    assert "skipped 1 path(s)" in captured.err and "notes.txt" in captured.err
+    assert main(["predict", "--model", model, str(folder)]) == 1
+    out = capsys.readouterr()
+    assert f"{broken}: failed: cannot decode" in out.out or f"{broken}: failed: not a PNG" in out.out, out.out
+    assert "1 of 5 image(s) failed; the others were predicted" in out.err
+    assert main(["predict", "--model", model, str(folder), "--strict"]) == 1
+    out = capsys.readouterr()
+    assert out.err.strip().splitlines()[-1].startswith(f"mamsf predict: error: {broken}: ") and not out.out

@@ -98,16 +98,44 @@ def test_the_runtime_command_says_which_install_the_rest_needs(runtime_python, t
 
 
 def test_the_readme_device_example_runs_in_the_runtime(runtime_python, tmp_path):
+    """Issue 43, acceptance 2: the README's device example, run in the runtime venv on the int8 file alone (its card
+    inside), marks `predict`'s findings, withholds an image the OOD guard flags, and prints "not screened" for a
+    card's `null` thresholds."""
     import re
+    import shutil
+
+    from PIL import Image
+
+    from keras_mamsf.export.card import embed_card
+    from keras_mamsf.inference.card import read_card
 
     exported = worker_report("export")
     readme = open(os.path.join(ROOT, "README.md")).read()
     section = readme[readme.index("## On the device"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    png = sorted((__import__("pathlib").Path(exported["root"]) / "images").glob("*.png"))[0]
-    code = code.replace('"exports/model_int8.tflite"', repr(str(exported["out"]) + "/model_int8.tflite"))
-    code = code.replace('"chest.png"', repr(str(png)))
-    run = subprocess.run([runtime_python, "-c", code], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    lines = run.stdout.splitlines()
+    model = tmp_path / "alone" / "model_int8.tflite"  # no manifest beside it
+    model.parent.mkdir()
+    shutil.copyfile(os.path.join(exported["out"], "model_int8.tflite"), model)
+    png = str(sorted((__import__("pathlib").Path(exported["root"]) / "images").glob("*.png"))[0])
+    blank = str(tmp_path / "blank.png")
+    Image.fromarray(np.zeros((40, 40), "uint8")).save(blank)
+
+    def example(model_file, image):
+        source = code.replace('"exports/model_int8.tflite"', repr(str(model_file))).replace('"chest.png"', repr(image))
+        run = subprocess.run([runtime_python, "-c", source], capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=""))
+        assert run.returncode == 0, run.stderr[-2000:]
+        return run.stdout.splitlines()
+
+    from keras_mamsf.cli.predict import predict_files
+
+    (expected, withheld), _, _ = predict_files(model, [png, blank])
+    lines = example(model, png)
     assert len(lines) == 14 and all(any(label in line for label in CHESTXRAY14_LABELS) for line in lines), lines
+    assert sorted(line[2:].split()[0] for line in lines if line.startswith("*")) == sorted(expected["findings"])
+    assert example(model, blank) == [withheld["withheld"]] and withheld["withheld"].startswith("out of distribution")
+    card = read_card(model)
+    card["thresholds"]["values"] = dict(card["thresholds"]["values"], Hernia=None, Pneumonia=None)
+    embed_card(model, card)
+    lines = example(model, png)
+    assert sorted(line[2:].split()[0] for line in lines if line.endswith("(not screened)")) == ["Hernia", "Pneumonia"]

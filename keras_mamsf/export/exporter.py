@@ -28,8 +28,10 @@ import numpy as np
 
 from keras_mamsf.data.sources import open_root
 from keras_mamsf.export import edgetpu, litert, manifest, parity
+from keras_mamsf.export.card import embed_card
 from keras_mamsf.export.folding import fold_grayscale_stem
 from keras_mamsf.export.serving import serving_archive
+from keras_mamsf.inference.card import CARD_NAME, DIGEST_FIELD
 from keras_mamsf.inference.formats import (
     EXPORT_FORMATS,
     ONNX,
@@ -41,6 +43,7 @@ from keras_mamsf.inference.formats import (
 )
 from keras_mamsf.inference.graph import inference_model, input_shape
 from keras_mamsf.inference.model_card import (
+    card_from_manifest,
     read_thresholds,
     run_initial_weights,
     run_split,
@@ -173,6 +176,8 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
             record["artifacts"].update(CONVERTERS[fmt](graph, out_dir, job))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    for entry in record["artifacts"].values():
+        _embed_card(out_dir, entry, record)
     for name, entry in record["artifacts"].items():
         _set_aside_if_failed(out_dir, name, entry, keep_failed, log)
     failed = [name for name, entry in record["artifacts"].items() if entry["status"] == "failed"]
@@ -181,6 +186,20 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     record = manifest.merge_existing(out_dir, record)
     manifest.write(out_dir, record)
     return dict(record, ok=not failed, failed=failed)
+
+
+def _embed_card(out_dir, entry, record):
+    """Puts the artifact's model card (`card_from_manifest`: labels, thresholds, the guard's threshold, its own
+    status) into the file itself, so that a device that receives only the file still has it; the entry's SHA-256 and
+    size become the file's with its card. A failed artifact gets one too (it says so)."""
+    path = os.path.join(out_dir, entry["file"]) if entry.get("file") else None
+    if path is None or not os.path.exists(path):
+        return
+    card = embed_card(path, card_from_manifest(record, entry))
+    entry["card"] = {"name": CARD_NAME, DIGEST_FIELD: card[DIGEST_FIELD]}
+    entry["size_bytes"] = _size(path)
+    if os.path.isfile(path):
+        entry["sha256"] = sha256_of(path)
 
 
 def _set_aside_if_failed(out_dir, name, entry, keep_failed, log):

@@ -1,12 +1,20 @@
-"""The read side of an export folder's model card (`manifest.json` beside the artifact): what a
-runner needs to turn outputs into findings (labels, thresholds, the output to read) and whether the
-artifact passed its gate. `keras_mamsf.export.manifest` writes it.
+"""The model card of any model file: what a runner needs to turn outputs into findings (labels, thresholds, the
+output to read, the OOD guard's threshold, whether scores are flip-averaged) and whether the artifact passed its
+gate. `find_card` looks, in order, in
+
+1. the file itself (`inference.card.read_card`: every export since 0.3 carries its card);
+2. the export folder's `manifest.json` beside it (`card_from_manifest`: what `keras_mamsf.export.manifest`
+   writes, and what the embedded card is made from, so the two agree by construction);
+3. for a `.keras` file, the `mamsf train` run folder around it (`thresholds.json`, `ood_guard.npz`,
+   `config.toml`).
 """
 
 import json
 import os
 
+from keras_mamsf.inference.card import SCHEMA, read_card
 from keras_mamsf.labels import CHESTXRAY14_LABELS
+from keras_mamsf.version import __version__
 
 MANIFEST_NAME = "manifest.json"
 LABELS_NAME = "labels.txt"
@@ -97,13 +105,9 @@ def run_split(model_path):
 
 def uses_test_time_flip(model_path):
     """Whether `model_path`'s scores are the mean over each image and its left-right mirror
-    (`inference.runners.predict_scores`): the manifest's `test_time_flip` beside an export, else the
-    `test_time_flip` of the run's config.toml beside a `.keras` file; False without either. The thresholds were
-    chosen on scores made that way, so every scorer of the model must make them that way too."""
-    record, _ = find_manifest(model_path)
-    if record:
-        return bool(record.get("test_time_flip", False))
-    return bool((_run_config(model_path) or {}).get("test_time_flip", False))
+    (`inference.runners.predict_scores`), as its model card says (`find_card`); False without one. The
+    thresholds were chosen on scores made that way, so every scorer of the model must make them that way too."""
+    return bool(find_card(model_path)[0].get("test_time_flip", False))
 
 
 def find_manifest(model_path):
@@ -119,51 +123,107 @@ def find_manifest(model_path):
     return data, entry
 
 
-def parity_warning(model_path):
-    """A one-line warning when the manifest beside `model_path` says it failed its parity
-    check at export (`mamsf predict` prints it on stderr), else None."""
-    _, entry = find_manifest(model_path)
-    if not entry or entry.get("status") != "failed":
-        return None
+def card_from_manifest(record, entry):
+    """The model card of one artifact (`entry` of the manifest `record`): what the exporter embeds in the file and
+    what a file without one is read by. A quantized file's own thresholds (chosen on its validation scores) replace
+    the float model's."""
+    entry = entry or {}
     parity = entry.get("parity") or {}
-    reasons = "; ".join(parity.get("failures") or []) or entry.get("error") or "see manifest.json"
+    own = entry.get("thresholds")
+    thresholds = dict(record.get("thresholds") or default_card()["thresholds"])
+    if own:
+        thresholds.update(values=own["values"], source=own["chosen_on"])
+    guard = record.get("ood_guard")
+    failures = list(parity.get("failures") or []) or ([entry["error"]] if entry.get("error") else [])
+    source = record.get("source_model") or {}
+    return {
+        "schema": SCHEMA,
+        "library": {"name": "keras-mamsf", "version": __version__},
+        "created": record.get("created"),
+        "artifact": {"format": entry.get("format"), "variant": entry.get("variant"),
+                     "status": entry.get("status"), "failures": failures},
+        "labels": list(record["labels"]),
+        "input": record.get("input"),
+        "output": parity.get("use_output", "probs"),
+        "test_time_flip": bool(record.get("test_time_flip", False)),
+        "thresholds": {"values": thresholds["values"], "source": thresholds.get("source"),
+                       "rule": thresholds.get("rule")},
+        "ood_guard": None if not guard else {key: guard.get(key) for key in ("output", "threshold", "alpha", "rule")},
+        "source_model": {key: source.get(key) for key in ("sha256", "name", "anchor", "initial_weights")},
+    }
+
+
+def default_card(thresholds=None, source="default 0.5 (no --thresholds file)"):
+    """The card of a model nothing describes: ChestX-ray14's labels, `thresholds` ({label: t or None}; 0.5 each by
+    default), the `probs` output, no OOD guard, one pass per image."""
+    labels = list(CHESTXRAY14_LABELS)
+    values = thresholds if thresholds is not None else {label: 0.5 for label in labels}
+    return {"schema": SCHEMA, "artifact": None, "labels": labels, "output": "probs", "test_time_flip": False,
+            "thresholds": {"values": values, "source": source, "rule": None}, "ood_guard": None}
+
+
+def run_card(model_path):
+    """The card of a `.keras` file from the `mamsf train` run folder around it: the run's thresholds.json (0.5
+    each without one), its ood_guard.npz and its config.toml's test_time_flip."""
+    from keras_mamsf.guard import guard_beside
+
+    path = run_thresholds(model_path)
+    card = default_card(*read_thresholds(path, list(CHESTXRAY14_LABELS)))
+    card["thresholds"]["rule"] = threshold_rule(path)
+    card["test_time_flip"] = bool((_run_config(model_path) or {}).get("test_time_flip", False))
+    guard = guard_beside(model_path)
+    if guard is not None:
+        card["ood_guard"] = {"output": "ood_score", "threshold": float(guard.threshold), "alpha": guard.alpha}
+    card["artifact"] = {"format": "keras", "variant": None, "status": "ok", "failures": []}
+    return card
+
+
+def find_card(model_path):
+    """`(card, where)`: the model card of `model_path` and where it was found ("the file's own model card", the
+    manifest's path, "the run folder of NAME"); `(default_card(), None)` when nothing describes the file. Raises
+    `inference.card.CardError` for an embedded card that does not belong to its file."""
+    card = read_card(model_path)
+    if card is not None:
+        return card, "the file's own model card"
+    record, entry = find_manifest(model_path)
+    if record:
+        folder = os.path.dirname(os.path.abspath(os.fspath(model_path)).rstrip(os.sep))
+        return card_from_manifest(record, entry), os.path.join(folder, MANIFEST_NAME)
+    if os.fspath(model_path).endswith(".keras"):
+        card = run_card(model_path)
+        described = card["thresholds"]["source"] != default_card()["thresholds"]["source"] or card["ood_guard"]
+        return card, (f"the run folder of {os.path.basename(os.fspath(model_path))}" if described else None)
+    return default_card(), None
+
+
+def parity_warning(model_path, card=None):
+    """A one-line warning when the model card of `model_path` says it failed its parity check at export
+    (`mamsf predict` prints it on stderr), else None."""
+    card = card if card is not None else find_card(model_path)[0]
+    artifact = card.get("artifact") or {}
+    if artifact.get("status") != "failed":
+        return None
+    reasons = "; ".join(artifact.get("failures") or []) or "see manifest.json"
     return (f"warning: {os.path.basename(os.fspath(model_path).rstrip(os.sep))} failed its parity check at export "
             f"({reasons}); its outputs may not match the trained model's")
 
 
 def model_card(model_path):
-    """`(labels, thresholds, use_output)` of a model file: from the manifest beside it when there is
-    one (a quantized file's own thresholds when export chose them on its validation scores); else
-    ChestX-ray14's labels, the thresholds of the `thresholds.json` a `mamsf train` run wrote beside its
-    `best.keras` (0.5 each without one) and the `probs` output. `use_output` is the output
-    the artifact's parity check found better (an int8 file's `logits`: finer than its 256-level probs)."""
+    """`(labels, thresholds, use_output)` of a model file, from its card (`find_card`; ChestX-ray14's labels, 0.5
+    each and the `probs` output when nothing describes it). `use_output` is the output the artifact's parity check
+    found better (an int8 file's `logits`: finer than its 256-level probs)."""
     return model_card_with_source(model_path)[:3]
 
 
 def model_card_with_source(model_path):
     """`model_card`'s three, and where the thresholds came from (a file, or "default 0.5")."""
-    record, entry = find_manifest(model_path)
-    if record:
-        use_output = ((entry or {}).get("parity") or {}).get("use_output", "probs")
-        own = (entry or {}).get("thresholds")  # a quantized file's own, chosen on its validation scores
-        if own:
-            return record["labels"], own["values"], use_output, own["chosen_on"]
-        return record["labels"], record["thresholds"]["values"], use_output, record["thresholds"].get("source")
-    labels = list(CHESTXRAY14_LABELS)
-    thresholds, source = read_thresholds(run_thresholds(model_path), labels)
-    return labels, thresholds, "probs", source
+    card = find_card(model_path)[0]
+    return card["labels"], card["thresholds"]["values"], card["output"], card["thresholds"]["source"]
 
 
 def ood_threshold(model_path):
-    """The OOD guard's threshold for `model_path`'s `ood_score`: from the manifest beside an export, or the
-    `ood_guard.npz` beside a `.keras` file; None when there is no guard."""
-    record, _ = find_manifest(model_path)
-    if record:
-        return (record.get("ood_guard") or {}).get("threshold")
-    from keras_mamsf.guard import guard_beside
-
-    guard = guard_beside(model_path)
-    return None if guard is None else guard.threshold
+    """The OOD guard's threshold for `model_path`'s `ood_score` (its card's), or None when there is no guard."""
+    return (find_card(model_path)[0].get("ood_guard") or {}).get("threshold")
 
 
 def read_manifest(path):
