@@ -99,18 +99,20 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     command = ('python3 -m venv .venv && . .venv/bin/activate && pip install -q -e ".[train,test]" && '
-               'ruff check . && python -m pytest -q -n 2 --dist loadfile tests')
+               'ruff check . && mkdocs build --strict -q && python -m pytest -q -n 2 --dist loadfile tests')
     assert f"```bash\n{command}\n```" in readme
     assert command in ci
 
 
 def test_the_version_is_the_changelog_s_latest_entry(capsys):
     import re
+    from importlib import metadata
 
     from keras_mamsf.version import __version__
 
     changelog = (ROOT / "CHANGELOG.md").read_text()
-    assert re.findall(r"^## (\d+\.\d+\.\d+) ", changelog, re.M)[0] == __version__
+    assert re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d\d-\d\d$", changelog, re.M)[0] == __version__
+    assert metadata.version("keras-mamsf") == __version__  # the installed distribution's (pip install -e .)
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"keras-mamsf {__version__}"

@@ -1,4 +1,4 @@
-"""Every command of the README's CLI tour, run as written at small sizes (the substitutions below
+"""Every command of the CLI tour (docs/training.md), run as written at small sizes (the substitutions below
 change only sizes and counts), in a fresh folder."""
 
 import json
@@ -23,8 +23,8 @@ EXTRA = {"train": ["--set", "backbone=test_efficientnet", "--set", "fusion_filte
 
 
 def tour_commands():
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"The CLI tour[^\n]*\n\n```bash\n(.*?)```", readme, re.S).group(1)
+    page = (ROOT / "docs" / "training.md").read_text()
+    block = re.search(r"The CLI tour[^\n]*\n\n```bash\n(.*?)```", page, re.S).group(1)
     return [line for line in block.splitlines() if line.startswith("mamsf ")]
 
 

@@ -98,9 +98,9 @@ def test_the_runtime_command_says_which_install_the_rest_needs(runtime_python, t
 
 
 def test_the_readme_device_example_runs_in_the_runtime(runtime_python, tmp_path):
-    """Issue 43, acceptance 2: the README's device example, run in the runtime venv on the int8 file alone (its card
-    inside), marks `predict`'s findings, withholds an image the OOD guard flags, and prints "not screened" for a
-    card's `null` thresholds."""
+    """Issue 43, acceptance 2: the device example (docs/export.md), run in the runtime venv on the int8 file alone
+    (its card inside), marks `predict`'s findings, withholds an image the OOD guard flags, and prints "not screened"
+    for a card's `null` thresholds."""
     import re
     import shutil
 
@@ -110,8 +110,8 @@ def test_the_readme_device_example_runs_in_the_runtime(runtime_python, tmp_path)
     from keras_mamsf.inference.card import read_card
 
     exported = worker_report("export")
-    readme = open(os.path.join(ROOT, "README.md")).read()
-    section = readme[readme.index("## On the device"):]
+    page = open(os.path.join(ROOT, "docs", "export.md")).read()
+    section = page[page.index("## On the device"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     model = tmp_path / "alone" / "model_int8.tflite"  # no manifest beside it
     model.parent.mkdir()

@@ -208,8 +208,11 @@ def compare_predictions(a, b, n_boot=bootstrap.N_BOOT, seed=0):
     labels or ground truth.
 
     Example:
-        result = compare_predictions(Predictions.load("anchored.npz"), Predictions.load("none.npz"))
-        result["macro"]["delta_auc"], result["macro"]["ci"], result["macro"]["p_value"]
+
+    ```python
+    result = compare_predictions(Predictions.load("anchored.npz"), Predictions.load("none.npz"))
+    result["macro"]["delta_auc"], result["macro"]["ci"], result["macro"]["p_value"]
+    ```
     """
     check_same_images(a, b)
     patient_id = a.patient_id if a.patient_id is not None else b.patient_id

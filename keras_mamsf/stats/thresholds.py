@@ -165,7 +165,10 @@ def operating_points(y_true, y_score, thresholds, labels, patient_id=None, n_boo
         patient_id: (N,) ids, or None.
 
     Example:
-        operating_points(y, scores, [0.4, None], ["Effusion", "Hernia"], patient_id)["Effusion"]["sensitivity"]
+
+    ```python
+    operating_points(y, scores, [0.4, None], ["Effusion", "Hernia"], patient_id)["Effusion"]["sensitivity"]
+    ```
     """
     from keras_mamsf.stats.bootstrap import clusters_of, percentile_interval, resample_counts
 

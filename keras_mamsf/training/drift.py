@@ -91,9 +91,12 @@ class DriftMonitor(keras.callbacks.Callback):
         batch_size: feature extraction batch.
 
     Example:
-        monitor = DriftMonitor(val_images, val_labels, CHESTXRAY14_LABELS, per_class=32, out_dir="runs/a")
-        model.fit(train_ds, epochs=10, callbacks=[monitor])
-        monitor.history[-1]["online"]["Hernia"]["drift_start"]
+
+    ```python
+    monitor = DriftMonitor(val_images, val_labels, CHESTXRAY14_LABELS, per_class=32, out_dir="runs/a")
+    model.fit(train_ds, epochs=10, callbacks=[monitor])
+    monitor.history[-1]["online"]["Hernia"]["drift_start"]
+    ```
     """
 
     def __init__(self, images, labels, label_names=None, per_class=32, seed=0, class_counts=None, out_dir=None,
