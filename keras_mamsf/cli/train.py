@@ -16,7 +16,7 @@ def add_parser(commands, name):
         description="Trains on the train split of --data (patient-disjoint splits), validates each epoch (macro AUC "
         "over the scorable classes), keeps the best checkpoint, and evaluates it on the test split with patient-"
         "bootstrap CIs. Killed and started again with the same command, it continues where it stopped (Keras "
-        "BackupAndRestore; the data order is seeded per epoch). Keys: see the README or any written config.toml.",
+        "BackupAndRestore; the data order is seeded per epoch). Keys: docs/training.md or any written config.toml.",
     )
     parser.add_argument("--data", required=True, metavar="ROOT", help="NIH-layout root (mamsf synth writes one)")
     parser.add_argument("--out", required=True, metavar="RUN_DIR", help="the run folder")

@@ -10,7 +10,7 @@ The density is a Gaussian on `layers.ood_score.image_statistics`, its covariance
 (1 - alpha) quantile of scores of *other* images (the validation split) than those the Gaussian was fitted
 on: on its own fitting images a Mahalanobis distance is optimistic, and the threshold would flag more than
 alpha of new in-distribution images. Expect a somewhat higher false-alarm rate on new patients than alpha
-(measured on ChestX-ray14: see the README).
+(measured on ChestX-ray14: docs/safety.md).
 
 Pitfalls: the guard sees pixels, not findings: it flags what does not look like the training films (a CT
 slice, a photo, a blank, inverted, upside-down or rotated image, another hospital's very different

@@ -1,4 +1,4 @@
-"""Screening images with a model file and its model card: the code `mamsf predict` runs, and the README's device
+"""Screening images with a model file and its model card: the code `mamsf predict` runs, and the device
 example. NumPy and the model's runtime only (LiteRT, onnxruntime; TensorFlow for a SavedModel, Keras for `.keras`).
 
     model = Bedside("exports/model_int8.tflite", threads=2)     # the runner and the card inside the file

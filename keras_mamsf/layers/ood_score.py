@@ -4,7 +4,7 @@ The score is the squared Mahalanobis distance of a few input-space statistics of
 training images, under a shrinkage covariance (Ledoit and Wolf 2004; the distance as an out-of-distribution
 detector: Lee et al., NeurIPS 2018). The statistics are the image's own, not the classifier's features: on a
 model trained for minutes on CPU the pooled features put CT slices and blank images *closer* to the
-training images than real X-rays (measured; see the README's "Out-of-distribution guard"), while the layout,
+training images than real X-rays (measured; docs/safety.md), while the layout,
 contrast and texture of a chest film separate them. They are (`image_statistics`):
 
 - an `grid` x `grid` thumbnail of the grey image (0..1) and of its square (the layout: lungs, mediastinum,
@@ -23,7 +23,7 @@ import numpy as np
 
 # Each whitened component is bounded smoothly to +-COMPONENT_BOUND (tanh) before it is squared: in int8 the
 # squares share one scale, and a few heavy-tailed components would otherwise make the steps of all the
-# others coarser than their values (measured: Spearman 0.76 against the float score; see the README).
+# others coarser than their values (measured: Spearman 0.76 against the float score; docs/safety.md).
 COMPONENT_BOUND = 3.0
 DIFFERENCE_GAIN = 64.0  # differences are clipped at 6 / 64 (relu6)
 # Floors under the reciprocal roots: a constant image gets 1 / sqrt(1e-4) = 100 on the variance, where

@@ -54,7 +54,7 @@ def _model_default(name):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The settings of one training run (see the README's table for each key's meaning)."""
+    """The settings of one training run (docs/training.md has a table of every key's meaning)."""
 
     # model: MAMSFClassifier's arguments, with its defaults (see MODEL_PARAMETERS)
     backbone: str = _model_default("backbone")

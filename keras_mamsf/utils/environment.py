@@ -53,7 +53,7 @@ def backend_platform():
 def auto_dtype_policy(platform=None):
     """The dtype policy `dtype_policy = "auto"` means on `platform` (default: `backend_platform()`):
     "mixed_bfloat16" on a GPU or TPU, "float32" on a CPU (bfloat16 on a CPU measured 0.67x float32's
-    training speed; README "Benchmarks")."""
+    training speed; docs/benchmarks.md)."""
     platform = backend_platform() if platform is None else platform
     return "float32" if platform == "cpu" else "mixed_bfloat16"
 
@@ -61,12 +61,12 @@ def auto_dtype_policy(platform=None):
 def slow_backend_note():
     """A line for a training log when the backend is a slow choice for this machine, else None: on a CPU,
     JAX (XLA's CPU convolutions) and PyTorch (Keras' eager torch path) train EfficientNet slower than
-    TensorFlow (measured: 0.12x and 0.76x its images/s for B0 at 128 px on 2 cores; README "Benchmarks",
+    TensorFlow (measured: 0.12x and 0.76x its images/s for B0 at 128 px on 2 cores; docs/benchmarks.md,
     `bench/train_throughput.py --backends`)."""
     import keras
 
     backend = keras.backend.backend()
     if backend == "tensorflow" or backend_platform() != "cpu":
         return None
-    return (f"note: {backend} on a CPU trains EfficientNet slower than TensorFlow (README "
-            "\"Benchmarks\"); for CPU training unset KERAS_BACKEND (TensorFlow is the default)")
+    return (f"note: {backend} on a CPU trains EfficientNet slower than TensorFlow "
+            "(docs/benchmarks.md); for CPU training unset KERAS_BACKEND (TensorFlow is the default)")
