@@ -143,9 +143,14 @@ def test_a_dead_worker_s_claim_is_taken_over(tmp_path):
 POSITIVES = dict(zip(CHESTXRAY14_LABELS, [50, 9, 40, 3, 7, 30, 2, 20, 11, 5, 1, 4, 6, 0]))
 
 
-def _write_run(run, rng, strength, n=120):
-    """A run folder as `mamsf train` leaves it (predictions, metrics from evaluate_predictions, summary)."""
+def _write_run(run, rng, strength, n=120, few=()):
+    """A run folder as `mamsf train` leaves it (predictions, metrics from evaluate_predictions, summary); the
+    classes in `few` get 6 test positives."""
     y = (np.random.default_rng(7).random((n, 14)) < 0.25).astype(float)  # the same test images in every run
+    for label in few:
+        column = CHESTXRAY14_LABELS.index(label)
+        y[:, column] = 0
+        y[10:15, column] = 1
     y[:2, :] = [[1] * 14, [0] * 14]
     os.makedirs(run, exist_ok=True)
     score = 1 / (1 + np.exp(-(rng.normal(size=y.shape) + strength * y)))
@@ -380,3 +385,75 @@ def test_the_protocol_says_where_the_batchnorm_statistics_come_from():
     assert protocol(TrainConfig(), [0], {})["batchnorm"] == "the moving statistics of training (no re-estimation)"
     assert protocol(TrainConfig(precise_bn_images=512), [0], {})["batchnorm"] == (
         "statistics re-estimated from 512 unaugmented training images after training")
+
+
+def test_the_pretrained_grid_s_report_judges_against_both_baselines_with_power_drift_and_compute(tmp_path):
+    """Issue 40's report: each cell against `none` and against the whole-model average (`weight_ema`), every
+    "no detectable difference" with its minimum detectable difference, no verdict for a class under 10 test
+    positives, the per-epoch drift of each rare class (mean ± sd over seeds), the start's weights and the test
+    split in the protocol, and each run's wall time from events.jsonl."""
+    from keras_mamsf.evaluation.ablation import summarize_ablation, write_ablation
+
+    out = tmp_path / "abl"
+    cells = [Cell("none", {"anchor": "none"}), Cell("branch", {"anchor": "branch"}),
+             Cell("weight_ema", {"anchor": "none", "weight_ema": 0.998})]
+    rng = np.random.default_rng(3)
+    runs, events = {}, []
+    start = {"weights": "imagenet", "sha256": "57" * 32}
+    for k, cell in enumerate(cells):
+        for seed in (0, 1):
+            folder = out / "runs" / cell.name / f"seed{seed}"
+            _write_run(folder, rng, 0.5 + 0.2 * k, few=("Emphysema",))
+            write_json_atomic(str(folder / "initial_weights.json"), start)
+            epochs = [{"epoch": e, "online": {c: {"drift_start": 0.1 * e + 0.01 * seed + 0.001 * k}
+                                              for c in CHESTXRAY14_LABELS},
+                       "anchor": {c: {"drift_start": 0.05 * e + 0.01 * seed} for c in CHESTXRAY14_LABELS}}
+                      for e in (1, 2, 3)]
+            write_json_atomic(str(folder / "drift.json"), {"anchor_mode": None if cell.name != "branch" else "branch",
+                                                           "classes": list(CHESTXRAY14_LABELS), "epochs": epochs})
+            runs.setdefault(cell.name, {})[seed] = str(folder)
+            name, t0 = f"{cell.name}/seed{seed}", 1000.0 * (2 * k + seed)
+            events += [{"run": name, "event": "start", "worker": "a", "time": t0},
+                       {"run": name, "event": "finish", "worker": "a", "time": t0 + 600 + 60 * seed}]
+    with open(out / "events.jsonl", "w") as handle:
+        handle.writelines(json.dumps(event) + "\n" for event in events)
+    base = TrainConfig(n_boot=300)
+    result = summarize_ablation(base, cells, [0, 1], runs, str(out))
+    assert result["baseline"] == "none" and result["averaged_baseline"] == "weight_ema"
+    branch = result["cells"]["branch"]
+    assert branch["vs_none"] and branch["vs_weight_ema"] and result["cells"]["none"]["vs_weight_ema"]
+    assert result["cells"]["weight_ema"]["vs_weight_ema"] is None and result["cells"]["none"]["vs_none"] is None
+    for key in ("vs_none", "vs_weight_ema"):
+        entry = branch[key]
+        low, high = entry["ci"]
+        assert entry["mdd"] == pytest.approx((1.959964 + 0.841621) * (high - low) / (2 * 1.959964), rel=1e-6)
+        if low <= 0 <= high:
+            assert entry["verdict"] == (f"no detectable difference (this design detects {entry['mdd']:.3f} or "
+                                        "more with 80% power at the 5% level)")
+        else:
+            assert entry["verdict"] == (f"{'better' if low > 0 else 'worse'}: {entry['delta_auc']:+.4f} "
+                                        f"[{low:+.4f}, {high:+.4f}]")
+    assert result["test_positives"]["Emphysema"] == 6 and "Emphysema" in result["rare_classes"]
+    assert branch["vs_none"]["rare"]["Emphysema"] == {
+        "test_positives": 6, "mdd": None, "verdict": "cannot be judged on this split (6 test positives, 10 needed)"}
+    judged = next(label for label in result["rare_classes"] if label != "Emphysema")
+    assert branch["vs_none"]["rare"][judged]["mdd"] is not None
+    # drift per epoch: mean and sd over the two seeds, per class and block
+    points = branch["drift_by_epoch"]["online"]["Pneumonia"]
+    assert [p[0] for p in points] == [1, 2, 3]
+    for epoch, mean, sd, n in points:
+        values = [0.1 * epoch + 0.001, 0.1 * epoch + 0.011]
+        assert (mean, sd, n) == (pytest.approx(np.mean(values)), pytest.approx(np.std(values, ddof=1)), 2)
+    assert "anchor" in branch["drift_by_epoch"] and "anchor" not in result["cells"]["none"]["drift_by_epoch"]
+    # the protocol names the start and the test split; the compute is each run's start-to-finish
+    assert result["protocol"]["initial_weights"] == [start]
+    assert result["protocol"]["test"] == {"images": 120, "patients": 60}
+    assert branch["compute"] == {"per_run": {"0": 600.0, "1": 660.0}, "total": 1260.0}
+    assert result["compute"] == {"runs": 6, "total_seconds": 3 * 1260.0}
+    write_ablation(str(out), result, base)
+    markdown = (out / "ablation.md").read_text()
+    assert "## Verdicts (macro AUC)" in markdown and "| cell | vs none | vs weight_ema |" in markdown
+    assert "| none | baseline | " in markdown and "| weight_ema | " in markdown
+    assert "cannot be judged on this split (6 test positives, 10 needed)" in markdown
+    assert "## Drift from the start per epoch, rare classes" in markdown and "| epoch 3 |" in markdown
+    assert "6 runs, 1.05 hours in all" in markdown

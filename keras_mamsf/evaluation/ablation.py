@@ -23,6 +23,35 @@ from keras_mamsf.evaluation.report import to_html, to_markdown
 from keras_mamsf.utils import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 RARE_CLASSES = 5
+# A class with fewer test positives gets no verdict, only "cannot be judged on this split".
+MIN_TEST_POSITIVES = 10
+# z of a two-sided 5% test plus z of 80% power: a true difference this many standard errors from 0 is found 80% of
+# the time.
+_DETECTABLE_Z = 1.959963984540054 + 0.8416212335729143
+
+
+def minimum_detectable_difference(ci):
+    """The smallest difference the design would find with 80% power at the 5% level (two-sided): (z_0.975 + z_0.8)
+    standard errors, the standard error read from the observed paired-bootstrap 95% interval as its width / (2 x
+    1.96) (the normal approximation to the bootstrap distribution); None without an interval."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return None
+    return float(_DETECTABLE_Z * (ci[1] - ci[0]) / (2 * 1.959963984540054))
+
+
+def verdict(delta, ci, positives=None):
+    """Plain words for one paired difference: "better" / "worse" (with the difference and its interval) when its 95%
+    interval excludes 0, else "no
+    detectable difference" with the design's minimum detectable difference; for a class with fewer than
+    `MIN_TEST_POSITIVES` test positives, "cannot be judged on this split"."""
+    if positives is not None and positives < MIN_TEST_POSITIVES:
+        return f"cannot be judged on this split ({positives} test positives, {MIN_TEST_POSITIVES} needed)"
+    if delta is None or not ci or ci[0] is None:
+        return "not judged (no interval)"
+    if ci[0] > 0 or ci[1] < 0:
+        return f"{'better' if ci[0] > 0 else 'worse'}: {delta:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+    return (f"no detectable difference (this design detects {minimum_detectable_difference(ci):.3f} or more with "
+            "80% power at the 5% level)")
 
 
 def mean_sd(values):
@@ -79,6 +108,26 @@ def _drift(runs, classes):
     return result
 
 
+def _comparison(cell, other, means, rare, positives, n_boot, seed):
+    """A cell's seed-mean predictions against another cell's on the same images (`compare_predictions`), with the
+    minimum detectable difference and a verdict for the macro figure and each rare class."""
+    comparison = compare_predictions(means[cell], means[other], n_boot=n_boot, seed=seed)
+    macro = comparison["macro"]
+    result = {"delta_auc": macro["delta_auc"], "ci": macro["ci"], "p_value": macro["p_value"],
+              "mdd": minimum_detectable_difference(macro["ci"]), "verdict": verdict(macro["delta_auc"], macro["ci"]),
+              "per_class": {label: {"delta_auc": e["delta_auc"], "ci": e["ci"], "p_delong": e["p_value"],
+                                    "p_holm": e["p_holm"], "interval": e.get("interval")}
+                            for label, e in comparison["per_class"].items()},
+              "rare": {}, "predictions": os.path.join("cells", cell, "predictions.npz")}
+    for label in rare:
+        entry = result["per_class"].get(label) or {}
+        result["rare"][label] = {"test_positives": positives.get(label),
+                                 "mdd": None if (positives.get(label) or 0) < MIN_TEST_POSITIVES
+                                 else minimum_detectable_difference(entry.get("ci")),
+                                 "verdict": verdict(entry.get("delta_auc"), entry.get("ci"), positives.get(label))}
+    return result
+
+
 def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
     """The `ablation.json` dict from the finished `runs` (`{cell: {seed: run folder}}`); writes each
     cell's seed-mean `predictions.npz` under `out_dir/cells/`."""
@@ -96,7 +145,14 @@ def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
             os.makedirs(os.path.join(out_dir, "cells", cell.name), exist_ok=True)
             mean.save(os.path.join(out_dir, "cells", cell.name, "predictions.npz"))
             means[cell.name] = Predictions.load(os.path.join(out_dir, "cells", cell.name, "predictions.npz"))
-    baseline = next((c.name for c in cells if c.config(base).anchor == NONE.name), None)
+    configs = {c.name: c.config(base) for c in cells}
+    unanchored = [name for name, c in configs.items() if c.anchor == NONE.name]
+    baseline = next((name for name in unanchored if not configs[name].weight_ema), next(iter(unanchored), None))
+    # the second baseline any EMA claim has to beat: the whole model's weights averaged, no anchor
+    averaged = next((name for name in unanchored if configs[name].weight_ema and name != baseline), None)
+    reference = means.get(baseline) or next(iter(means.values()), None)
+    positives = {} if reference is None else {label: int(n) for label, n in
+                                              zip(reference.labels, np.asarray(reference.y_true).sum(axis=0))}
     table = {}
     for cell in cells:
         by_seed = runs.get(cell.name, {})
@@ -111,25 +167,88 @@ def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
             "per_seed": {str(s): {"macro_auc": m["macro"]["auc"], "macro_ap": m["macro"]["ap"]}
                          for s, m in zip(sorted(by_seed), metrics)},
             "vs_none": None,
+            "vs_weight_ema": None,
             "drift": _drift([by_seed[s] for s in sorted(by_seed)], rare),
+            "drift_by_epoch": drift_by_epoch([by_seed[s] for s in sorted(by_seed)], rare),
+            "compute": run_seconds(out_dir, {s: f"{cell.name}/seed{s}" for s in sorted(by_seed)}),
         }
-        if cell.name != baseline and cell.name in means and baseline in means:
-            comparison = compare_predictions(means[cell.name], means[baseline], n_boot=n_boot, seed=seed)
-            entry["vs_none"] = {
-                "delta_auc": comparison["macro"]["delta_auc"], "ci": comparison["macro"]["ci"],
-                "p_value": comparison["macro"]["p_value"],
-                "per_class": {label: {"delta_auc": e["delta_auc"], "ci": e["ci"], "p_delong": e["p_value"],
-                                      "p_holm": e["p_holm"], "interval": e.get("interval")}
-                              for label, e in comparison["per_class"].items()},
-                "predictions": os.path.join("cells", cell.name, "predictions.npz"),
-            }
+        for key, other in (("vs_none", baseline), ("vs_weight_ema", averaged)):
+            if other and cell.name != other and cell.name in means and other in means:
+                entry[key] = _comparison(cell.name, other, means, rare, positives, n_boot, seed)
         table[cell.name] = entry
-    return {"cells": table, "baseline": baseline, "rare_classes": rare, "train_positives": train_positives,
+    seconds = [v for entry in table.values() for v in (entry["compute"] or {}).get("per_run", {}).values()]
+    return {"cells": table, "baseline": baseline, "averaged_baseline": averaged, "rare_classes": rare,
+            "train_positives": train_positives, "test_positives": positives,
+            "compute": {"runs": len(seconds), "total_seconds": float(sum(seconds)) if seconds else None},
             "notes": decay_notes(base, cells, summaries),
             "comparison": {"n_boot": int(n_boot), "seed": int(seed), "what": "seed-mean scores of a cell minus "
                            "those of the none cell on the same test images; paired bootstrap CI and p (macro), "
                            "DeLong p per class, Holm-adjusted"},
-            "protocol": protocol(base, seeds, summaries)}
+            "protocol": dict(protocol(base, seeds, summaries), **_start_and_test(runs, reference))}
+
+
+def _start_and_test(runs, reference):
+    """What the runs started from (their `initial_weights.json`: one SHA-256 for every run, or each one found) and
+    the test split's images and patients."""
+    sources = {}
+    for by_seed in runs.values():
+        for folder in by_seed.values():
+            record = _load_json(os.path.join(folder, "initial_weights.json"))
+            if record is not None:
+                sources[json.dumps(record, sort_keys=True)] = record
+    test = None
+    if reference is not None:
+        patients = reference.patient_id
+        test = {"images": int(len(reference.y_true)),
+                "patients": None if patients is None else int(len(set(np.asarray(patients).tolist())))}
+    return {"initial_weights": list(sources.values()), "test": test}
+
+
+def drift_by_epoch(runs, classes):
+    """`{block: {class: [[epoch, mean, sd, n], ...]}}`: each rare class's cosine distance from the start per epoch,
+    mean and sd over seeds (drift.json of each run); None without drift records."""
+    records = [r for r in (_load_json(os.path.join(d, "drift.json")) for d in runs) if r and r["epochs"]]
+    if not records:
+        return None
+    result = {}
+    for block in ("online", "anchor"):
+        if block == "anchor" and records[0].get("anchor_mode") is None:
+            continue
+        per_class = {}
+        for label in classes:
+            by_epoch = {}
+            for record in records:
+                for epoch in record["epochs"]:
+                    value = (epoch.get(block) or {}).get(label, {}).get("drift_start")
+                    if value is not None:
+                        by_epoch.setdefault(epoch["epoch"], []).append(float(value))
+            if by_epoch:
+                per_class[label] = [[e, *(lambda m: [m["mean"], m["std"], m["n"]])(mean_sd(v))]
+                                    for e, v in sorted(by_epoch.items())]
+        result[block] = per_class
+    return result
+
+
+def run_seconds(out_dir, names):
+    """`{"per_run": {seed: seconds}, "total": seconds}` from `events.jsonl`: each run's time from its start (or
+    resume) to its finish or failure, summed over its attempts (a killed attempt logs no end: its time is not
+    counted); None when no run has both ends logged."""
+    path = os.path.join(out_dir, "events.jsonl")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        events = [json.loads(line) for line in handle if line.strip()]
+    per_run = {}
+    for seed, name in names.items():
+        opened, total = {}, 0.0
+        for event in (e for e in events if e["run"] == name):
+            if event["event"] in ("start", "resume"):
+                opened[event["worker"]] = event["time"]
+            elif event["event"] in ("finish", "fail") and event["worker"] in opened:
+                total += event["time"] - opened.pop(event["worker"])
+        if total:
+            per_run[str(seed)] = round(total, 1)
+    return {"per_run": per_run, "total": round(sum(per_run.values()), 1)} if per_run else None
 
 
 def decay_notes(base, cells, summaries):
@@ -235,6 +354,7 @@ def ablation_blocks(result, images):
                        ("decay_sweep.png", "Decay sweep"), ("drift_curves.png", "Minority-class drift")):
         if key in images:
             blocks.append(("img", key, title, images[key]))
+    blocks += _verdict_blocks(result)
     drift_rows = [[name, _ms((entry["drift"]["online"] or {}).get("final")),
                    _ms((entry["drift"]["anchor"] or {}).get("final")) if entry["drift"]["anchor"]
                    else "n/a (no anchor)"]
@@ -244,8 +364,65 @@ def ablation_blocks(result, images):
                    ("p", "Cosine distance of each class centroid from its value at the start of training, at the last "
                          "epoch, averaged over the rare classes in the probe (DriftMonitor); mean ± sd over seeds."),
                    ("table", ["cell", "online block", "anchor block"], drift_rows)]
+    blocks += _drift_epoch_blocks(result)
+    blocks += _compute_blocks(result)
     blocks += [("h2", "Protocol"), ("table", ["", ""], _protocol_rows(result["protocol"]))]
     return blocks
+
+
+def _verdict_blocks(result):
+    """The verdicts in plain words, each "no detectable difference" with the design's minimum detectable
+    difference; per rare class, none for a class under `MIN_TEST_POSITIVES` test positives."""
+    cells, rare = result["cells"], result["rare_classes"]
+    keys = [("vs_none", result["baseline"]), ("vs_weight_ema", result.get("averaged_baseline"))]
+    keys = [(key, name) for key, name in keys if name and any(e.get(key) for e in cells.values())]
+    if not keys:
+        return []
+    rows = [[name] + ["baseline" if name == other else (e.get(key) or {}).get("verdict") or "n/a"
+                      for key, other in keys]
+            for name, e in cells.items() if any(e.get(key) for key, _ in keys)]
+    blocks = [("h2", "Verdicts (macro AUC)"),
+              ("p", "Each cell's seed-mean scores against the baseline's on the same test images; the minimum "
+                    "detectable difference is (1.96 + 0.84) standard errors of the paired bootstrap (80% power, 5% "
+                    "level)."),
+              ("table", ["cell"] + [f"vs {name}" for _, name in keys], rows)]
+    positives = result.get("test_positives") or {}
+    rare_rows = [[f"{name} vs {other}"] + [(e[key]["rare"].get(label) or {}).get("verdict", "n/a") for label in rare]
+                 for key, other in keys for name, e in cells.items() if e.get(key) and e[key].get("rare")]
+    if rare_rows:
+        blocks += [("h2", "Verdicts per rare class (DeLong interval of the AUC difference)"),
+                   ("table", ["comparison"] + [f"{label} [{positives.get(label, '?')}]" for label in rare],
+                    rare_rows)]
+    return blocks
+
+
+def _drift_epoch_blocks(result):
+    rows = []
+    for name, entry in result["cells"].items():
+        for block, per_class in (entry.get("drift_by_epoch") or {}).items():
+            for label, points in per_class.items():
+                rows.append([name, block, label] + [_ms({"mean": m, "std": sd}) for _, m, sd, _ in points])
+    if not rows:
+        return []
+    epochs = max(len(row) for row in rows) - 3
+    rows = [row + [""] * (epochs + 3 - len(row)) for row in rows]
+    return [("h2", "Drift from the start per epoch, rare classes"),
+            ("p", "Cosine distance of each class centroid of the pooled block features from its value before the "
+                  "first step (DriftMonitor), per epoch; mean ± sd over seeds."),
+            ("table", ["cell", "block", "class"] + [f"epoch {k}" for k in range(1, epochs + 1)], rows)]
+
+
+def _compute_blocks(result):
+    rows = [[name, ", ".join(f"{seconds / 60:.1f}" for seconds in entry["compute"]["per_run"].values()),
+             f"{entry['compute']['total'] / 60:.1f}"]
+            for name, entry in result["cells"].items() if entry.get("compute")]
+    if not rows:
+        return []
+    total = (result.get("compute") or {}).get("total_seconds") or 0.0
+    return [("h2", "Compute"),
+            ("p", f"Wall time of each run from its start to its finish (events.jsonl; a resumed run's attempts "
+                  f"summed): {result['compute']['runs']} runs, {total / 3600:.2f} hours in all."),
+            ("table", ["cell", "minutes per run", "minutes in all"], rows)]
 
 
 def _delta_p(entry):
