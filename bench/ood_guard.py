@@ -9,6 +9,10 @@ verdict agreement) and run on every out-of-distribution set too.
 
 Printed per set (flagged share; AUROC of the score against the untouched test images):
 - the test split (the in-distribution false-alarm rate; alpha on the validation split);
+- the test split under each benign variation (`keras_mamsf.guard.variations.BENIGN_VARIATIONS`: JPEG 75 and 30,
+  gamma, brightness +-10%, contrast, a 2% crop, noise, another resolution): false alarms that should stay low;
+- the foreign images that ship with packages (`keras_mamsf.guard.foreign_images`: photographs, microscopy,
+  fundus, documents and graphics, CT/MR/NM/US slices), per kind, every miss named;
 - every single-frame grey CT / MR slice among pydicom's test files (read with --force, as `mamsf predict`
   would read them past the Modality check);
 - blank and constant images (0, 64, 128, 200, 255), uniform noise (20 images);
@@ -76,8 +80,19 @@ def main(argv=None):
     size, channels = config.image_size, config.channels
     test = np.concatenate([x for x, _ in image_source(parts).dataset("test", size, 64, channels=channels)
                           .as_numpy_iterator()])
+    from keras_mamsf.guard.foreign_images import foreign_images, kind_group
+    from keras_mamsf.guard.variations import BENIGN_VARIATIONS, benign_variation
+
+    foreign_names, foreign_kinds, foreign, skipped = foreign_images(size, channels)
+    if skipped:
+        print(f"foreign files that do not decode here, left out: {len(skipped)}: {'; '.join(skipped)}",
+              file=sys.stderr)
+    groups = [kind_group(kind) for kind in foreign_kinds]
     rng = np.random.default_rng(0)
-    sets = {
+    sets = {f"test, {name}": benign_variation(test, name, seed=1) for name in BENIGN_VARIATIONS}
+    sets["foreign: all kinds"] = foreign
+    sets.update({f"foreign: {group}": foreign[[g == group for g in groups]] for group in dict.fromkeys(groups)})
+    sets.update({
         "pydicom CT/MR slices": np.stack(list(pydicom_slices(size, channels).values())),
         "blank and constant": np.stack([np.full((size, size, channels), value, "float32")
                                         for value in (0, 64, 128, 200, 255)]),
@@ -85,11 +100,13 @@ def main(argv=None):
         "inverted": 255.0 - test,
         "upside down": test[:, ::-1],
         "rotated 90 degrees": np.rot90(test, axes=(1, 2)),
-    }
+    })
     runners = {"float (Keras)": load_runner(os.path.join(args.run, "best.keras"))}
     if args.export:
         runners["int8 TFLite"] = load_runner(os.path.join(args.export, "model_int8.tflite"))
-    figures = {"threshold": guard.threshold, "alpha": guard.alpha, "fit": guard.source, "test_images": len(test)}
+    figures = {"threshold": guard.threshold, "alpha": guard.alpha, "fit": guard.source, "test_images": len(test),
+               "features": guard.features, "ordinary_variations": guard.variations,
+               "foreign": [{"name": n, "kind": k} for n, k in zip(foreign_names, foreign_kinds)]}
     scores = {}
     for name, runner in runners.items():
         scores[name] = {"test": runner.predict(test)["ood_score"].astype("float64")}
@@ -102,11 +119,17 @@ def main(argv=None):
                               "auroc": float(roc_auc_score(truth, np.r_[scores[name]["test"], values]))}
         figures[name] = rows
         print(f"\n{name}: threshold {guard.threshold:.2f} (alpha {guard.alpha:g} on the val split)")
-        print(f"  {'set':<24} {'images':>6} {'flagged':>8} {'AUROC':>7}")
-        print(f"  {'test split':<24} {len(test):>6} {rows['test split']['flagged']:>8.3f} {'':>7}")
+        print(f"  {'set':<36} {'images':>6} {'flagged':>8} {'AUROC':>7}")
+        print(f"  {'test split':<36} {len(test):>6} {rows['test split']['flagged']:>8.3f} {'':>7}")
         for set_name in sets:
             row = rows[set_name]
-            print(f"  {set_name:<24} {row['images']:>6} {row['flagged']:>8.3f} {row['auroc']:>7.4f}")
+            print(f"  {set_name:<36} {row['images']:>6} {row['flagged']:>8.3f} {row['auroc']:>7.4f}")
+        missed = [f"{n} ({k}, {score:.2f})" for n, k, score in zip(foreign_names, foreign_kinds,
+                                                                   scores[name]["foreign: all kinds"])
+                  if score <= guard.threshold]
+        rows["foreign missed"] = missed
+        print(f"  foreign images missed: {len(missed)} of {len(foreign)}"
+              + (f": {'; '.join(missed)}" if missed else ""))
     if args.export:
         float_test, int8_test = scores["float (Keras)"]["test"], scores["int8 TFLite"]["test"]
         agreement = float(np.mean((float_test > guard.threshold) == (int8_test > guard.threshold)))
@@ -114,6 +137,12 @@ def main(argv=None):
                                            "verdict_agreement": agreement}
         print(f"\nint8 vs float ood_score on the test split: Spearman "
               f"{figures['int8_vs_float_on_test']['spearman']:.4f}, verdicts agree on {agreement:.4f}")
+        pooled = [np.concatenate([scores[runner][key] for key in scores["float (Keras)"]]) for runner in
+                  ("float (Keras)", "int8 TFLite")]
+        figures["int8_vs_float_on_every_set"] = {"images": int(len(pooled[0])),
+                                                "spearman": float(spearmanr(*pooled).statistic)}
+        print(f"int8 vs float ood_score over every set above ({len(pooled[0])} images): Spearman "
+              f"{figures['int8_vs_float_on_every_set']['spearman']:.4f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(figures, handle, indent=2)

@@ -60,7 +60,7 @@ def test_the_score_is_the_squared_mahalanobis_distance_under_ledoit_wolf(monkeyp
     from sklearn.covariance import LedoitWolf
 
     fit, val, new = smooth_images(300, seed=2), smooth_images(60, seed=3), smooth_images(8, seed=4)
-    guard = fit_guard(fit, val, alpha=0.05)
+    guard = fit_guard(fit, val, alpha=0.05, variations=False)
     assert guard.threshold == pytest.approx(np.quantile(guard.score(val), 0.95))
     monkeypatch.setattr(ood_score, "COMPONENT_BOUND", 1e6)
     reference = LedoitWolf().fit(numpy_statistics(fit).astype("float64"))
@@ -107,3 +107,124 @@ def test_a_dicom_whose_modality_is_not_a_radiograph_is_refused_in_one_line():
             read_dicom(get_testdata_file(name))
         assert "--force" in str(error.value) and "\n" not in str(error.value)
     assert read_dicom(get_testdata_file("CT_small.dcm"), force=True).shape[:2] == (128, 128)
+
+
+def _pooled_features(model, images):
+    import keras
+
+    extract = keras.Model(model.inputs[0], model.get_layer("momentum_anchor").input)
+    return keras.ops.convert_to_numpy(extract(images)).astype("float64").mean(axis=(1, 2))
+
+
+def test_with_a_model_the_score_is_the_larger_of_two_scaled_mahalanobis_distances(monkeypatch):
+    """Against scikit-learn: a Ledoit-Wolf Gaussian on the input statistics and one on the backbone trunk's
+    spatially pooled features, each distance divided by its (1 - alpha) quantile on the threshold images, the
+    larger taken; the threshold is that score's quantile. A feature guard refuses to score without the model."""
+    from sklearn.covariance import LedoitWolf
+
+    from conftest import tiny_model
+
+    model = tiny_model(input_shape=(64, 64, 1))
+    fit, val = smooth_images(200, seed=2), smooth_images(60, seed=3)
+    new = np.concatenate([smooth_images(4, seed=4), calibration_anchors(64, 1, seed=4)[:2]])
+    monkeypatch.setattr(ood_score, "COMPONENT_BOUND", 1e6)
+    guard = fit_guard(fit, val, alpha=0.05, model=model, variations=False)
+    assert guard.has_features and guard.features.endswith(f"{len(guard.feature_mean)} channels averaged over 8x8")
+    pixels = LedoitWolf().fit(numpy_statistics(fit).astype("float64"))
+    features = LedoitWolf().fit(_pooled_features(model, fit))
+    pixel_scale = 1 / np.quantile(pixels.mahalanobis(numpy_statistics(val).astype("float64")), 0.95)
+    feature_scale = 1 / np.quantile(features.mahalanobis(_pooled_features(model, val)), 0.95)
+    assert (guard.input_scale, guard.feature_scale) == (pytest.approx(pixel_scale, rel=2e-3),
+                                                        pytest.approx(feature_scale, rel=2e-3))
+    expected = np.maximum(pixel_scale * pixels.mahalanobis(numpy_statistics(new).astype("float64")),
+                          feature_scale * features.mahalanobis(_pooled_features(model, new)))
+    np.testing.assert_allclose(guard.score(new, model), expected, rtol=5e-3)
+    assert guard.threshold == pytest.approx(np.quantile(guard.score(val, model), 0.95))
+    with pytest.raises(ValueError, match="pass the model it was fitted with"):
+        guard.score(new)
+
+
+def test_a_feature_guard_round_trips_and_an_older_guard_file_still_loads(tmp_path):
+    from conftest import tiny_model
+
+    model = tiny_model(input_shape=(64, 64, 1))
+    guard = fit_guard(smooth_images(80, seed=12), smooth_images(30, seed=13), model=model, source="with features")
+    loaded = OODGuard.load(guard.save(tmp_path / "ood_guard.npz"))
+    images = np.concatenate([smooth_images(3, seed=14), calibration_anchors(64, 1)[:2]])
+    np.testing.assert_array_equal(loaded.score(images, model), guard.score(images, model))
+    assert (loaded.features, loaded.variations, loaded.feature_scale) == (
+        guard.features, guard.variations, guard.feature_scale)
+    # A guard written before the feature part (format /1: the input statistics alone) loads and scores as it did.
+    pixels_only = fit_guard(smooth_images(80, seed=12), smooth_images(30, seed=13), variations=False)
+    fields = {name: getattr(pixels_only, name) for name in ("mean", "whitening", "threshold", "alpha", "grid",
+                                                            "gradient_grid", "image_size", "fit_images",
+                                                            "threshold_images", "shrinkage", "source")}
+    np.savez(tmp_path / "old.npz", format="keras-mamsf/ood-guard/1", **{k: np.asarray(v) for k, v in fields.items()})
+    old = OODGuard.load(tmp_path / "old.npz")
+    assert not old.has_features and old.input_scale == 1.0 and old.variations == ""
+    np.testing.assert_array_equal(old.score(images), pixels_only.score(images))
+
+
+def test_benign_variations_are_what_their_names_say():
+    from keras_mamsf.guard.variations import BENIGN_VARIATIONS, benign_variation, ordinary_variations
+
+    images = np.repeat(smooth_images(3, seed=15), 3, axis=-1)
+    for name in BENIGN_VARIATIONS:
+        varied = benign_variation(images, name)
+        assert varied.shape == images.shape and varied.dtype == np.float32, name
+        assert (varied[..., 0] == varied[..., 2]).all() and 0 <= varied.min() and varied.max() <= 255, name
+        assert 0 < np.abs(varied - images).mean() < 25, name  # changed, and only a little
+    grey = images[..., 0]
+    np.testing.assert_allclose(benign_variation(images, "gamma 0.8")[..., 0], 255 * (grey / 255) ** 0.8, rtol=1e-5)
+    np.testing.assert_allclose(benign_variation(images, "brightness +10%")[..., 0], np.minimum(grey * 1.1, 255),
+                               rtol=1e-5)
+    mean = grey.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(benign_variation(images, "contrast 0.85")[..., 0], mean + 0.85 * (grey - mean),
+                               rtol=1e-4)
+    np.testing.assert_array_equal(ordinary_variations(images, seed=3), ordinary_variations(images, seed=3))
+    with pytest.raises(ValueError, match="unknown variation 'sepia': choose one of JPEG 75"):
+        benign_variation(images, "sepia")
+
+
+def test_the_guard_lets_benign_variations_through_and_still_flags_the_strange():
+    """Fitted with the ordinary differences, the guard flags few of the held-out images under each benign
+    variation; without them, the same Gaussian flags nearly all the JPEG-30 copies of these very uniform
+    stand-ins (all of them under 8 of the 10 variations, measured)."""
+    from keras_mamsf.guard.variations import BENIGN_VARIATIONS, benign_variation
+
+    fit, val, held_out = smooth_images(400, seed=16), smooth_images(150, seed=17), smooth_images(150, seed=18)
+    guard = fit_guard(fit, val, alpha=0.01)
+    plain = fit_guard(fit, val, alpha=0.01, variations=False)
+    flagged = {name: np.mean(~guard.in_distribution(guard.score(benign_variation(held_out, name))))
+               for name in BENIGN_VARIATIONS}
+    assert max(flagged.values()) <= 0.2, flagged
+    assert np.mean(~plain.in_distribution(plain.score(benign_variation(held_out, "JPEG 30")))) >= 0.9
+    for images in (calibration_anchors(64, 1, seed=19), 255.0 - held_out[:20], held_out[:20, ::-1]):
+        assert not guard.in_distribution(guard.score(images)).any()
+
+
+def test_the_foreign_set_ships_with_packages_and_a_guard_with_imagenet_features_refuses_all_of_it():
+    """At least 40 images of 5 kinds, none a radiograph; an ImageNet-start model's guard fitted on synthetic
+    films flags every one of them (most by the features: the photographs and the fundus image pass the pixel
+    part's threshold far less often)."""
+    import keras_mamsf as mamsf
+    from keras_mamsf.data.sources import open_root
+    from keras_mamsf.data.synth import write_synthetic
+    from keras_mamsf.guard import guard_from_source
+    from keras_mamsf.guard.foreign_images import foreign_images, kind_group
+
+    names, kinds, images, skipped = foreign_images(64, channels=1)
+    groups = {kind_group(kind) for kind in kinds}
+    assert len(images) >= 40 and len(set(names)) == len(names) and images.shape[1:] == (64, 64, 1)
+    assert groups == {"photograph", "microscopy", "fundus", "document or graphic", "CT/MR/NM/US slice"}
+    assert "retina.jpg" in names and all("(" in entry for entry in skipped)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as root:
+        write_synthetic(root, images=300, size=64, seed=0)
+        model = mamsf.build_model(backbone="efficientnet_lite0", input_shape=(64, 64, 1), weights="imagenet",
+                                  fusion_filters=8)
+        guard = guard_from_source(open_root(root), 64, 1, model=model, where="synthetic")
+    scores = guard.score(images, model)
+    missed = [name for name, score in zip(names, scores) if score <= guard.threshold]
+    assert not missed, missed

@@ -283,7 +283,8 @@ def _guard(model_path, guard_path, data_root, model, alpha, seed, sources):
         return beside, f"the run's ood_guard.npz ({beside.source}; threshold {beside.threshold:.3f})"
     alpha = ALPHA if alpha is None else alpha
     if data_root is not None:
-        guard = guard_from_source(sources[data_root], size, channels, alpha=alpha, seed=seed, where=str(data_root))
+        guard = guard_from_source(sources[data_root], size, channels, alpha=alpha, seed=seed, where=str(data_root),
+                                  model=model)
         return guard, f"fitted now on {guard.source} (threshold {guard.threshold:.3f})"
     from keras_mamsf.data.synth import write_synthetic
 
@@ -292,7 +293,7 @@ def _guard(model_path, guard_path, data_root, model, alpha, seed, sources):
         root = os.path.join(scratch, "synthetic")
         write_synthetic(root, images=400, size=max(size, 64), seed=seed)
         guard = guard_from_source(open_root(root), size, channels, alpha=alpha, seed=seed,
-                                  where="synthetic images (no --calibration-data): it guards nothing real")
+                                  where="synthetic images (no --calibration-data): it guards nothing real", model=model)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return guard, f"fitted now on {guard.source}; pass --calibration-data ROOT for a real guard"

@@ -56,7 +56,17 @@ def inference_model(model, guard=None):
         if guard.image_size and guard.image_size != int(rebuilt.inputs[0].shape[1]):
             raise ValueError(f"{model.name}: the OOD guard was fitted at {guard.image_size} px, the model takes "
                              f"{rebuilt.inputs[0].shape[1]} px; fit it again at the model's size")
-        outputs["ood_score"] = guard.layer(name="ood_score", dtype="float32")(rebuilt.inputs[0])
+        layer = guard.layer(name="ood_score", dtype="float32")
+        if guard.has_features:
+            from keras_mamsf.guard.ood_guard import feature_tensor
+
+            features = feature_tensor(rebuilt)
+            if features is None:
+                raise ValueError(f"{model.name}: the OOD guard reads backbone features this model does not have; "
+                                 "fit the guard with this model")
+            outputs["ood_score"] = layer([rebuilt.inputs[0], features])
+        else:
+            outputs["ood_score"] = layer(rebuilt.inputs[0])
     return keras.Model(rebuilt.inputs, outputs, name=f"{model.name}_inference")
 
 

@@ -14,6 +14,12 @@ contrast and texture of a chest film separate them. They are (`image_statistics`
 - the reciprocal square roots of the global variance and of the global mean absolute differences (contrast:
   a constant image, whatever its grey level, is far out on these).
 
+With a model whose features mean something (an ImageNet start), a second Gaussian on the backbone's pooled
+features (Lee et al.; FRODO) tells a chest film from a photograph, a fundus image or a document, which the
+input statistics alone can miss (`feature_mean`, `feature_whitening`). The layer then returns the larger of
+the two squared distances, each divided by its own (1 - alpha) quantile on validation images
+(`input_scale`, `feature_scale`): either part alone can refuse an image, and one threshold applies.
+
 Every op has a TFLite int8 kernel, an Edge TPU mapping (Coral's table has no ABS, LOG or SQRT: |d| is
 max(d, -d), and roots are RSQRT) and an ONNX equivalent, so the device runs the guard with the model.
 """
@@ -101,19 +107,40 @@ class OODScore(keras.layers.Layer):
     """Squared Mahalanobis distance of `image_statistics(images)` from a fitted Gaussian:
     `|| (s - mean) @ whitening ||^2`,
     where `whitening @ whitening.T` is the inverse of the shrunk covariance. Larger is less typical.
+    With a feature Gaussian, called on `[images, features]` (features: the backbone's (batch, h, w, c) map):
+    `max(input_scale * d_input, feature_scale * d_features)`, `d_features` the same distance of the
+    features' spatial mean.
 
     Args:
         mean: (d,) mean statistics of the training images.
         whitening: (d, d) lower Cholesky factor of the precision matrix.
         grid, gradient_grid: the statistics' grids (`image_statistics`).
+        feature_mean, feature_whitening: (c,) and (c, c): the feature Gaussian, or None (input statistics only).
+        input_scale, feature_scale: what each distance is multiplied by before the larger is taken (1 / its
+            validation quantile); `input_scale` alone scales the input-only score.
 
     Example:
         guard = keras_mamsf.guard.fit_guard(train_images, val_images)
         score = OODScore(**guard.layer_arguments())(images)   # (batch,)
     """
 
-    def __init__(self, mean, whitening, grid=8, gradient_grid=4, **kwargs):
+    def __init__(self, mean, whitening, grid=8, gradient_grid=4, feature_mean=None, feature_whitening=None,
+                 input_scale=1.0, feature_scale=1.0, **kwargs):
         super().__init__(**kwargs)
+        self.input_scale, self.feature_scale = float(input_scale), float(feature_scale)
+        self.has_features = feature_mean is not None and len(feature_mean) > 0
+        if self.has_features:
+            feature_mean = np.asarray(feature_mean, dtype="float32")
+            feature_whitening = np.asarray(feature_whitening, dtype="float32")
+            channels = feature_mean.shape[0]
+            if feature_whitening.shape != (channels, channels):
+                raise ValueError(f"OODScore: feature_mean {feature_mean.shape} / feature_whitening "
+                                 f"{feature_whitening.shape} do not fit")
+            self.feature_mean = self.add_weight(shape=(channels,), initializer=keras.initializers.Constant(
+                feature_mean), trainable=False, name="feature_mean")
+            self.feature_whitening = self.add_weight(shape=(channels, channels), initializer=keras.initializers.
+                                                     Constant(feature_whitening), trainable=False,
+                                                     name="feature_whitening")
         self.grid, self.gradient_grid = int(grid), int(gradient_grid)
         size = statistics_size(self.grid, self.gradient_grid)
         mean = np.asarray(mean, dtype="float32")
@@ -126,19 +153,42 @@ class OODScore(keras.layers.Layer):
         self.whitening = self.add_weight(shape=(size, size), initializer=keras.initializers.Constant(whitening),
                                          trainable=False, name="whitening")
 
-    def call(self, images):
+    def call(self, inputs):
+        images, features = (inputs[0], inputs[1]) if isinstance(inputs, (list, tuple)) else (inputs, None)
+        if self.has_features != (features is not None):
+            raise ValueError("OODScore: call it on [images, features] when it has a feature Gaussian, on images "
+                             "alone otherwise")
         whitened, start = 0.0, 0
         for group in statistic_groups(images, self.grid, self.gradient_grid):
             stop = start + int(group.shape[-1])
             whitened = whitened + keras.ops.matmul(group - self.mean[start:stop], self.whitening[start:stop])
             start = stop
-        bounded = keras.ops.tanh(whitened * (1.0 / COMPONENT_BOUND)) * COMPONENT_BOUND
-        return keras.ops.sum(bounded * bounded, axis=-1)
+        score = _bounded_square_sum(whitened)
+        if self.input_scale != 1.0:
+            score = score * self.input_scale
+        if features is None:
+            return score
+        pooled = keras.ops.mean(keras.ops.cast(features, "float32"), axis=(1, 2))
+        feature_score = _bounded_square_sum(keras.ops.matmul(pooled - self.feature_mean, self.feature_whitening))
+        return keras.ops.maximum(score, feature_score * self.feature_scale)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0],)
+        first = input_shape[0] if isinstance(input_shape, (list, tuple)) and isinstance(
+            input_shape[0], (list, tuple)) else input_shape
+        return (first[0],)
 
     def get_config(self):
-        return dict(super().get_config(), mean=keras.ops.convert_to_numpy(self.mean).tolist(),
-                    whitening=keras.ops.convert_to_numpy(self.whitening).tolist(),
-                    grid=self.grid, gradient_grid=self.gradient_grid)
+        config = dict(super().get_config(), mean=keras.ops.convert_to_numpy(self.mean).tolist(),
+                      whitening=keras.ops.convert_to_numpy(self.whitening).tolist(),
+                      grid=self.grid, gradient_grid=self.gradient_grid, input_scale=self.input_scale,
+                      feature_scale=self.feature_scale)
+        if self.has_features:
+            config.update(feature_mean=keras.ops.convert_to_numpy(self.feature_mean).tolist(),
+                          feature_whitening=keras.ops.convert_to_numpy(self.feature_whitening).tolist())
+        return config
+
+
+def _bounded_square_sum(whitened):
+    """The sum of squares of the whitened components, each bounded smoothly to +-COMPONENT_BOUND."""
+    bounded = keras.ops.tanh(whitened * (1.0 / COMPONENT_BOUND)) * COMPONENT_BOUND
+    return keras.ops.sum(bounded * bounded, axis=-1)

@@ -135,18 +135,20 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         images = _precise_bn(config, bn_batches, sorted({best_path, final_path}))
         log(f"BatchNorm statistics re-estimated from {images} training images in {os.path.basename(best_path)}"
             + ("" if best_path == final_path else f" and {os.path.basename(final_path)}"))
-    guard = _fit_guard(config, source, run_dir, data_root)
+    guard = _fit_guard(config, source, run_dir, data_root, best_path)
     log(f"OOD guard: {guard.source}; threshold {guard.threshold:.3f} (alpha {guard.alpha:g})")
     summary = evaluate_run(best_path, parts, config, run_dir, index, config_path, source)
     return summary
 
 
-def _fit_guard(config, source, run_dir, data_root):
-    """Fits the OOD guard on training images (threshold on the val split) and writes `ood_guard.npz`."""
+def _fit_guard(config, source, run_dir, data_root, model_path):
+    """Fits the OOD guard on training images (threshold on the val split) with the features of the model at
+    `model_path` and writes `ood_guard.npz`."""
     from keras_mamsf.guard import GUARD_NAME, guard_from_source
+    from keras_mamsf.models import load_model
 
     guard = guard_from_source(source, config.image_size, config.channels, alpha=config.ood_alpha, seed=config.seed,
-                              where=str(data_root))
+                              where=str(data_root), model=load_model(model_path, compile=False))
     guard.save(os.path.join(run_dir, GUARD_NAME))
     return guard
 
