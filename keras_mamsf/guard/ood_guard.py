@@ -22,8 +22,9 @@ the Gaussians were fitted on: on its own fitting images a Mahalanobis distance i
 Pitfalls: the guard judges the image, not the findings: it flags what does not look like the training films,
 not a disease the model has not seen. Fit it on the images the model was trained on, at the model's input
 size, with the model whose features it will read: a guard with a feature part belongs to that model's
-weights. Without a model (or with a backbone trained for minutes from random weights, whose features do not
-yet tell a chest film from a CT slice) it is the pixel part alone.
+weights. Without a model it is the pixel part alone. With a model trained for minutes from random weights the
+feature part is fitted all the same but adds little, and in int8 its ranking is noisy (the demo's 64-px model:
+Spearman 0.51 against float, verdicts agree on 97.7%); its worth comes with a pretrained start.
 """
 
 import dataclasses

@@ -113,11 +113,16 @@ def train(config, data_root, run_dir, shards=None, distribute="none", on_bad_ima
         bn_batches = _precise_bn_batches(config, source)  # read once: the weight average's epochs and the end
         if config.weight_ema:  # validated and checkpointed with the averaged weights
             selection = [WithWeightEMA(selection, bn_batches or None)]
+        history_path = os.path.join(run_dir, "history.csv")
+        if not os.path.isdir(os.path.join(run_dir, "backup")) and os.path.exists(history_path):
+            # A start from scratch (no backup to resume: a finished or a killed-before-epoch-1 run): an earlier
+            # attempt's rows would be appended to (measured: an ablation run restarted after a kill logged 16).
+            os.remove(history_path)
         callbacks = [
             EpochSeed(epoch, augmentation),
             keras.callbacks.TerminateOnNaN(),
             *selection,
-            keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+            keras.callbacks.CSVLogger(history_path, append=True),
             keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
             keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
         ]
