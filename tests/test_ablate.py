@@ -75,6 +75,7 @@ def test_grid_files_toml_and_yaml(tmp_path):
     ('[cells.b]\nanchor = "branch"\n', r"no cell with anchor = \"none\""),
     ('[cells."a b"]\nanchor = "none"\n', r"a cell name is a folder name"),
     ('[cells.none\n', r"not a valid grid file"),
+    ('[cells.none]\nanchor = "none"\nseeds = 0.5\n', r"\[cells.none\]: seeds = 0.5: a cell's seeds is how many"),
 ])
 def test_a_bad_grid_fails_before_any_training_in_one_line(tmp_path, capsys, text, message):
     grid = tmp_path / "grid.toml"
@@ -201,6 +202,33 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
     assert [e["event"] for e in events if e["run"] == "shadow/seed1"] == ["start", "fail"]
     assert main(args) == 1  # the same command retries only the failed runs
     assert "trained 0, skipped 4 finished, 0 held by other workers, FAILED 2" in capsys.readouterr().out
+
+
+def test_a_cell_may_run_fewer_seeds_than_the_others(tmp_path, monkeypatch, capsys):
+    """`seeds = 1` in a cell: that cell trains only the first of --seeds 2; plan.json keeps the count, so
+    --report-only rebuilds the same plan and the report lists no pending seed for it."""
+    trained = []
+
+    def fake_train(config, data_root, run_dir, **kwargs):
+        trained.append(os.path.relpath(run_dir, tmp_path / "out" / "runs"))
+        return {"metrics": _write_run(run_dir, np.random.default_rng(config.seed), 1.0)}
+
+    train_instead(monkeypatch, fake_train)
+    grid = tmp_path / "grid.toml"
+    grid.write_text('[cells.none]\nanchor = "none"\n[cells.shadow]\nanchor = "shadow"\nseeds = 1\n')
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "out"
+    assert main(["ablate", "--data", str(data), "--out", str(out), "--grid", str(grid), "--seeds", "2", "--set",
+                 "n_boot=50"]) == 0
+    assert "2 cells x 2 seeds (fewer for shadow 1) = 3 runs" in capsys.readouterr().out
+    assert sorted(trained) == [os.path.join("none", "seed0"), os.path.join("none", "seed1"),
+                               os.path.join("shadow", "seed0")]
+    assert json.loads((out / "plan.json").read_text())["cell_seeds"] == {"shadow": 1}
+    assert main(["ablate", "--out", str(out), "--report-only"]) == 0
+    result = json.loads((out / "ablation.json").read_text())
+    assert (result["cells"]["shadow"]["seeds"], result["cells"]["shadow"]["pending"]) == ([0], [])
+    assert result["cells"]["none"]["seeds"] == [0, 1]
 
 
 def test_ablate_says_when_a_config_file_turns_the_drift_monitor_off(tmp_path, monkeypatch, capsys):

@@ -85,7 +85,9 @@ def run(args):
     base, cells = base_and_cells(args)
     seeds = [base.seed + k for k in range(args.seeds)]
     runs = plan(cells, seeds)
-    print(f"mamsf ablate: {len(cells)} cells x {len(seeds)} seeds = {len(runs)} runs "
+    fewer = [f"{c.name} {c.seeds}" for c in cells if c.seeds and c.seeds < len(seeds)]
+    print(f"mamsf ablate: {len(cells)} cells x {len(seeds)} seeds"
+          + (f" (fewer for {', '.join(fewer)})" if fewer else "") + f" = {len(runs)} runs "
           f"({', '.join(c.name for c in cells)}); shard {shard[0]}/{shard[1]} takes "
           f"{len(shard_of(runs, shard))}; {base.epochs} epochs at {base.image_size} px each; folder {args.out}",
           flush=True)

@@ -160,7 +160,7 @@ def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
         entry = {
             "config": {key: list(v) if isinstance(v, tuple) else v for key, v in cell.changes.items()},
             "seeds": sorted(by_seed),
-            "pending": [s for s in seeds if s not in by_seed],
+            "pending": [s for s in cell.seeds_of(seeds) if s not in by_seed],
             "macro_auc": mean_sd([m["macro"]["auc"] for m in metrics]),
             "macro_ap": mean_sd([m["macro"]["ap"] for m in metrics]),
             "rare": {label: mean_sd([m["per_class"][label]["auc"] for m in metrics]) for label in rare},

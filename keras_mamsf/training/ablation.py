@@ -32,9 +32,13 @@ def is_finished(run_dir):
 
 def plan_record(base, cells, seeds, data_root):
     """What `plan.json` holds: enough to rebuild the report without the workers."""
-    return {"base": base.to_dict(), "seeds": list(seeds), "data": os.path.abspath(data_root),
-            "cells": {cell.name: {key: list(v) if isinstance(v, tuple) else v for key, v in cell.changes.items()}
-                      for cell in cells}}
+    record = {"base": base.to_dict(), "seeds": list(seeds), "data": os.path.abspath(data_root),
+              "cells": {cell.name: {key: list(v) if isinstance(v, tuple) else v for key, v in cell.changes.items()}
+                        for cell in cells}}
+    counts = {cell.name: cell.seeds for cell in cells if cell.seeds}
+    if counts:  # only when a cell runs fewer seeds: plans written before the key stay valid
+        record["cell_seeds"] = counts
+    return record
 
 
 def write_plan(out_dir, record):
@@ -141,8 +145,9 @@ def read_plan(out_dir):
     with open(path, encoding="utf-8") as handle:
         record = json.load(handle)
     base = TrainConfig().replace(**record["base"])
-    cells = [Cell(name, {key: tuple(v) if isinstance(v, list) else v for key, v in changes.items()})
-             for name, changes in record["cells"].items()]
+    counts = record.get("cell_seeds", {})
+    cells = [Cell(name, {key: tuple(v) if isinstance(v, list) else v for key, v in changes.items()},
+                  seeds=counts.get(name, 0)) for name, changes in record["cells"].items()]
     return base, cells, record["seeds"], record["data"]
 
 

@@ -15,6 +15,10 @@ A grid file (TOML or YAML) holds `cells`, one table per cell of config keys, and
     [cells."branch_decay_0.99"]
     anchor = "branch"
     anchor_decay = 0.99
+    seeds = 2          # not a config key: this cell runs only the first 2 of --seeds
+
+A cell's `seeds` (a positive integer) runs only the first that many of the seeds `--seeds` gives every
+other cell: the cells a comparison hinges on get more seeds than the rest without a second grid.
 
 The named grids (`GRIDS`) are the reviewer's: the anchor modes, the anchored part (the final
 block, the stage before it, the whole backbone: said in the backbone's own stage names) and the
@@ -36,13 +40,18 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """One grid cell: its name and the config keys it changes."""
+    """One grid cell: its name, the config keys it changes, and how many of the seeds it runs (0: all)."""
 
     name: str
     changes: dict
+    seeds: int = 0
 
     def config(self, base):
         return base.replace(**self.changes)
+
+    def seeds_of(self, seeds):
+        """The seeds this cell runs: the first `self.seeds` of `seeds`, or all of them."""
+        return list(seeds)[: self.seeds] if self.seeds else list(seeds)
 
 
 def _stages(backbone):
@@ -105,8 +114,13 @@ def load_grid(path, base):
             raise ConfigError(f"{where}: a cell name is a folder name: letters, digits, _ . + - only")
         if not isinstance(changes, dict):
             raise ConfigError(f"{where}: a cell is a table of config keys, got {changes!r}")
+        changes = dict(changes)
+        count = changes.pop("seeds", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ConfigError(f"{where}: seeds = {count!r}: a cell's seeds is how many of --seeds it runs, a "
+                              "positive integer")
         config = _apply(base, changes, where)
-        cells.append(Cell(str(name), {key: getattr(config, key) for key in changes}))
+        cells.append(Cell(str(name), {key: getattr(config, key) for key in changes}, seeds=count))
     return base, cells
 
 
@@ -152,8 +166,9 @@ def check_cells(cells, base):
 
 
 def plan(cells, seeds):
-    """The cell-seeds in a fixed order (cell-major): `[(cell, seed, "cell/seedK"), ...]`."""
-    return [(cell, seed, f"{cell.name}/seed{seed}") for cell in cells for seed in seeds]
+    """The cell-seeds in a fixed order (cell-major): `[(cell, seed, "cell/seedK"), ...]`; a cell with its own
+    `seeds` count runs only that many of `seeds`."""
+    return [(cell, seed, f"{cell.name}/seed{seed}") for cell in cells for seed in cell.seeds_of(seeds)]
 
 
 def parse_shard(text):
