@@ -198,15 +198,6 @@ def _gaussian(values):
     return estimate.location_.astype("float32"), whitening.astype("float32"), float(estimate.shrinkage_)
 
 
-def _bounded_distance(values, mean, whitening):
-    """`layers.OODScore`'s squared distance in NumPy (each whitened component bounded by tanh)."""
-    from keras_mamsf.layers.ood_score import COMPONENT_BOUND
-
-    whitened = (np.asarray(values, "float64") - mean) @ whitening.astype("float64")
-    bounded = np.tanh(whitened / COMPONENT_BOUND) * COMPONENT_BOUND
-    return (bounded * bounded).sum(axis=-1)
-
-
 def fit_guard(fit_images, threshold_images, alpha=ALPHA, grid=8, gradient_grid=4, source="", model=None,
               variations=True, seed=0):
     """Fits the guard on `fit_images` and sets its threshold at the (1 - `alpha`) quantile of
@@ -241,22 +232,27 @@ def fit_guard(fit_images, threshold_images, alpha=ALPHA, grid=8, gradient_grid=4
                      gradient_grid=gradient_grid, image_size=int(fit_images.shape[1]), fit_images=counts[0],
                      threshold_images=counts[1], shrinkage=shrinkage, source=source,
                      variations=ORDINARY if variations else "")
+    # The parts of the threshold images' scores, each computed once; the combined score is the layer's rule.
+    scores = guard.score(threshold_images)  # the input distances (input_scale is still 1)
     if model is not None and feature_tensor(model) is not None:
+        from keras_mamsf.layers.ood_score import bounded_square_sum
+
         extract = feature_model(model)
 
-        def pooled(images):
-            return _in_batches(lambda batch: keras.ops.convert_to_numpy(extract(batch, training=False))
-                               .astype("float64").mean(axis=(1, 2)), images, 128)
+        def pooled(images):  # the spatial mean in float32, as the layer takes it
+            return _in_batches(lambda batch: keras.ops.convert_to_numpy(
+                keras.ops.mean(extract(batch, training=False), axis=(1, 2))), images, 128)
 
-        input_distances = guard.score(threshold_images)
-        guard.feature_mean, guard.feature_whitening, _ = _gaussian(pooled(fit_images))
-        feature_distances = _bounded_distance(pooled(threshold_images), guard.feature_mean, guard.feature_whitening)
-        guard.input_scale = float(1.0 / np.quantile(input_distances, 1.0 - alpha))
+        guard.feature_mean, guard.feature_whitening, _ = _gaussian(pooled(fit_images).astype("float64"))
+        feature_distances = keras.ops.convert_to_numpy(bounded_square_sum(keras.ops.matmul(
+            pooled(threshold_images) - guard.feature_mean, guard.feature_whitening))).astype("float64")
+        guard.input_scale = float(1.0 / np.quantile(scores, 1.0 - alpha))
         guard.feature_scale = float(1.0 / np.quantile(feature_distances, 1.0 - alpha))
+        scores = np.maximum(scores * guard.input_scale, feature_distances * guard.feature_scale)
         shape = tuple(int(d) for d in extract.output.shape[1:])
         guard.features = (f"the backbone trunk's output of {model.name} (the input of its {FEATURE_LAYER} layer), "
                           f"{shape[-1]} channels averaged over {shape[0]}x{shape[1]}")
-    guard.threshold = float(np.quantile(guard.score(threshold_images, model), 1.0 - alpha))
+    guard.threshold = float(np.quantile(scores, 1.0 - alpha))
     return guard
 
 

@@ -90,10 +90,12 @@ _NAMED = {"JPEG 75": ("jpeg", 75), "JPEG 30": ("jpeg", 30), "gamma 0.8": ("gamma
 
 
 def _each(images, function):
+    """`function(grey image)` of every image, tiled back to the images' channels."""
     images = np.asarray(images, dtype="float32")
-    channels = images.shape[-1]
-    out = np.stack([function(_grey(image), index) for index, image in enumerate(images)]) if len(images) else images
-    return np.repeat(out[..., None], channels, axis=-1) if len(images) else images
+    if not len(images):
+        return images
+    varied = np.stack([function(_grey(image)) for image in images])
+    return np.repeat(varied[..., None], images.shape[-1], axis=-1)
 
 
 def ordinary_variations(images, seed=0):
@@ -101,7 +103,7 @@ def ordinary_variations(images, seed=0):
     rng = np.random.default_rng(seed)
     kinds = list(_RANGES)
 
-    def vary(grey, _):
+    def vary(grey):
         kind = kinds[rng.integers(len(kinds))]
         low, high = _RANGES[kind]
         strength = int(rng.integers(low, high)) if kind == "jpeg" else float(rng.uniform(low, high))
@@ -116,4 +118,4 @@ def benign_variation(images, name, seed=0):
         raise ValueError(f"unknown variation {name!r}: choose one of {', '.join(BENIGN_VARIATIONS)}")
     kind, strength = _NAMED[name]
     rng = np.random.default_rng(seed)
-    return _each(images, lambda grey, _: _apply(grey, kind, strength, rng))
+    return _each(images, lambda grey: _apply(grey, kind, strength, rng))

@@ -163,13 +163,13 @@ class OODScore(keras.layers.Layer):
             stop = start + int(group.shape[-1])
             whitened = whitened + keras.ops.matmul(group - self.mean[start:stop], self.whitening[start:stop])
             start = stop
-        score = _bounded_square_sum(whitened)
+        score = bounded_square_sum(whitened)
         if self.input_scale != 1.0:
             score = score * self.input_scale
         if features is None:
             return score
         pooled = keras.ops.mean(keras.ops.cast(features, "float32"), axis=(1, 2))
-        feature_score = _bounded_square_sum(keras.ops.matmul(pooled - self.feature_mean, self.feature_whitening))
+        feature_score = bounded_square_sum(keras.ops.matmul(pooled - self.feature_mean, self.feature_whitening))
         return keras.ops.maximum(score, feature_score * self.feature_scale)
 
     def compute_output_shape(self, input_shape):
@@ -188,7 +188,7 @@ class OODScore(keras.layers.Layer):
         return config
 
 
-def _bounded_square_sum(whitened):
+def bounded_square_sum(whitened):
     """The sum of squares of the whitened components, each bounded smoothly to +-COMPONENT_BOUND."""
     bounded = keras.ops.tanh(whitened * (1.0 / COMPONENT_BOUND)) * COMPONENT_BOUND
     return keras.ops.sum(bounded * bounded, axis=-1)
