@@ -124,6 +124,27 @@ def test_int8_is_integer_only_and_edgetpu_ready(exported):
     assert not float_report["ready"] and "FLOAT32" in float_report["problems"][0]
 
 
+def test_int8_weights_are_rounded_with_error_feedback_and_kept_by_the_converter(exported):
+    """The int8 file's dense weights against the float kernel: the converter's scale is the kernel's own max / 127
+    (the rounding held each channel's largest weight), every channel reaches 127 steps, and some weights sit a
+    step or more from where nearest rounding puts them (the error feedback moved them)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    record = exported["manifest"]["artifacts"]["model_int8.tflite"]["int8_weights"]
+    assert record["rounding"] == "gptq" and record["images"] == 48 and record["kernels"] >= 10, record
+    kernel = np.asarray(mamsf.load_model(exported["model"]).get_layer("logits").kernel.numpy(), "float64")
+    interpreter = Interpreter(model_path=str(exported["out"] / "model_int8.tflite"))
+    interpreter.allocate_tensors()
+    found = [t for t in interpreter.get_tensor_details() if "logits" in t["name"] and np.dtype(t["dtype"]) == np.int8
+             and list(t["shape"]) == [kernel.shape[1], kernel.shape[0]]]
+    assert len(found) == 1, [t["name"] for t in found]
+    steps = interpreter.get_tensor(found[0]["index"]).astype("float64")  # (classes, inputs)
+    scale = np.abs(kernel).max(axis=0) / 127
+    np.testing.assert_allclose(found[0]["quantization_parameters"]["scales"], scale, rtol=1e-6)
+    np.testing.assert_array_equal(np.abs(steps).max(axis=1), 127)
+    assert np.abs(steps - np.round(kernel.T / scale[:, None])).max() >= 1
+
+
 def _tiny_savedmodel(tmp_path, activation_layer):
     from keras_mamsf.export.serving import serving_archive
 

@@ -86,3 +86,13 @@ def test_jax_state_layout_round_trips_through_a_stateless_scope():
         assert new_state[2] is state[2] and new_state[3] is state[3]
 
     _loudly(check)
+
+
+def test_in_stateless_scope_tells_the_scope_apart():
+    def check():
+        assert not keras_internals.in_stateless_scope()
+        with keras.StatelessScope():
+            assert keras_internals.in_stateless_scope()
+        assert not keras_internals.in_stateless_scope()
+
+    _loudly(check)

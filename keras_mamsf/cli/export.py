@@ -55,6 +55,9 @@ def add_arguments(parser, formats=True):
     parser.add_argument("--mixed", action=argparse.BooleanOptionalAction, default=True,
                         help="when full int8 fails its gate, also write model_int8_mixed.tflite: int8 with the ops "
                         "that lose the most kept in float, as few as pass the gate (for Android/CPU; default: on)")
+    parser.add_argument("--int8-rounding", choices=["gptq", "nearest"], default="gptq",
+                        help="how int8 weights are rounded: gptq (default: with error feedback on the calibration "
+                        "films, so that layer outputs keep closer to float) or nearest (the converter's own)")
     parser.add_argument("--guard", metavar="FILE", default=None,
                         help="the OOD guard (ood_guard.npz) whose ood_score every artifact carries (default: the "
                         "run's ood_guard.npz beside MODEL, else one fitted on --calibration-data)")
@@ -91,7 +94,7 @@ def run(args, formats=None):
         calibration_data=args.calibration_data, parity_data=args.parity_data, verify=not args.no_verify,
         io_type=args.io_type, thresholds_path=args.thresholds, calibration_images=args.calibration_images,
         parity_images=args.parity_images, seed=args.seed, gates=gates, keep_failed=args.keep_failed,
-        guard_path=args.guard, ood_alpha=args.ood_alpha, mixed=args.mixed,
+        guard_path=args.guard, ood_alpha=args.ood_alpha, mixed=args.mixed, int8_rounding=args.int8_rounding,
         log=None if args.json else (lambda message: print(message, file=sys.stderr)),
     )
     if args.json:

@@ -15,8 +15,10 @@ unless `verify=False`. The held-out images are the validation split of `parity_d
 `calibration_data`), split as the run that wrote the model split it (its config.toml), patient ids
 known; with neither, a small synthetic NIH-layout set is drawn for the check and the manifest says
 so. float32 artifacts must match (max |dp| <= 1e-4); quantized ones must be shown non-inferior in
-AUC (`parity`, `stats.noninferiority`). When full int8 is not, a mixed int8 file keeps the ops that
-lose the most in float until it is (`litert.mixed_int8`).
+AUC (`parity`, `stats.noninferiority`). The int8 files are converted from the same graph with its
+kernels rounded to the converter's int8 grid with error feedback (`weight_rounding`; the reference of
+their gate stays the float model). When full int8 is not non-inferior, a mixed int8 file keeps the ops
+that lose the most in float until it is (`litert.mixed_int8`).
 """
 
 import os
@@ -27,7 +29,7 @@ import types
 import numpy as np
 
 from keras_mamsf.data.sources import open_root
-from keras_mamsf.export import edgetpu, litert, manifest, parity
+from keras_mamsf.export import edgetpu, litert, manifest, parity, weight_rounding
 from keras_mamsf.export.card import embed_card
 from keras_mamsf.export.folding import fold_grayscale_stem
 from keras_mamsf.export.serving import serving_archive
@@ -77,7 +79,8 @@ def parse_formats(text):
 
 def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibration_data=None, parity_data=None,
                  verify=True, io_type="uint8", thresholds_path=None, calibration_images=300, parity_images=None,
-                 seed=0, gates=None, log=None, keep_failed=True, guard_path=None, ood_alpha=None, mixed=True):
+                 seed=0, gates=None, log=None, keep_failed=True, guard_path=None, ood_alpha=None, mixed=True,
+                 int8_rounding="gptq"):
     """Writes the artifacts, `labels.txt` and `manifest.json` into `out_dir`; returns the manifest
     with `ok` (every artifact converted and passed its gate) and `failed` (their names).
 
@@ -92,7 +95,9 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     nothing real.
 
     `parity_images`: at most this many validation images (a seeded sample; None: all). `gates`: the bounds
-    of `gates.GATES`. `mixed`: when full int8 fails its gate, also write `model_int8_mixed.tflite`."""
+    of `gates.GATES`. `mixed`: when full int8 fails its gate, also write `model_int8_mixed.tflite`.
+    `int8_rounding`: how the int8 files' weights are rounded: "gptq" (default; with error feedback on the
+    calibration films, `weight_rounding.rounded_for_int8`) or "nearest" (the converter's own rounding)."""
     from keras_mamsf.labels import CHESTXRAY14_LABELS
     from keras_mamsf.models.io import load_model
 
@@ -102,6 +107,8 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     variants = list(quantize) if quantize is not None else litert.default_variants(bool(calibration_data))
     if TFLITE in formats and litert.INT8 in variants and not calibration_data:
         raise ValueError("int8 needs --calibration-data ROOT (an NIH-layout root or a folder of prepared shards)")
+    if int8_rounding not in weight_rounding.METHODS:
+        raise ValueError(f"int8 rounding must be one of {', '.join(weight_rounding.METHODS)}, got {int8_rounding!r}")
     trained = load_model(model_path, compile=False)
     source_sha = sha256_of(model_path)
     split = run_split(model_path)  # the run's own val split is the parity set, and its train split calibrates
@@ -132,7 +139,7 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
         images = np.concatenate([images, anchors])
         source += (f"; + {len(anchors)} images the OOD guard must flag (black, white, grey, 2 uniform noise), so "
                    "that its int8 ranges reach them")
-        calibration = {"images": images, "source": source}
+        calibration = {"images": images, "films": len(images) - len(anchors), "source": source}
         log(f"calibration: {len(images)} images from {source}")
     held_out = None
     if verify:
@@ -170,7 +177,8 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     work = tempfile.mkdtemp(prefix=".mamsf_export_", dir=out_dir)
     job = types.SimpleNamespace(held_out=held_out, labels=labels, thresholds=thresholds, gates=gates, log=log,
                                 ood_threshold=guard.threshold, rule=rule, variants=variants, mixed=mixed,
-                                calibration=calibration, io_type=io_type, work=work, seed=seed, test_time_flip=flip)
+                                calibration=calibration, io_type=io_type, work=work, seed=seed, test_time_flip=flip,
+                                int8_rounding=int8_rounding, int8_weights=None)
     try:
         for fmt in formats:
             record["artifacts"].update(CONVERTERS[fmt](graph, out_dir, job))
@@ -375,10 +383,23 @@ def _savedmodel(model, out_dir, job):
 def _tflite_variants(model, out_dir, job):
     batch_one = os.path.join(job.work, "batch1")
     serving_archive(model, batch_size=1).write_out(batch_one, verbose=False)
-    entries = {tflite_name(variant): _tflite(batch_one, variant, out_dir, job) for variant in job.variants}
+    int8_source = batch_one
+    if litert.INT8 in job.variants:
+        job.int8_weights = {"rounding": "nearest"}  # the converter's own
+        if job.int8_rounding == "gptq":
+            int8_source = os.path.join(job.work, "batch1_int8_weights")
+            films = job.calibration["images"][:job.calibration["films"]]
+            with weight_rounding.rounded_for_int8(model, films) as record:
+                serving_archive(model, batch_size=1).write_out(int8_source, verbose=False)
+            job.int8_weights = record
+            job.log(f"int8 weights: {job.int8_weights['kernels']} kernels rounded with error feedback (GPTQ) on "
+                    f"{job.int8_weights['images']} calibration films, {job.int8_weights['seconds']:.0f} s")
+    entries = {tflite_name(variant): _tflite(int8_source if variant == litert.INT8 else batch_one, variant, out_dir,
+                                             job)
+               for variant in job.variants}
     full = entries.get(tflite_name(litert.INT8))
     if job.mixed and full is not None and full["status"] == "failed" and job.held_out is not None:
-        entries[tflite_name(litert.MIXED)] = _tflite(batch_one, litert.MIXED, out_dir, job)
+        entries[tflite_name(litert.MIXED)] = _tflite(int8_source, litert.MIXED, out_dir, job)
     return entries
 
 
@@ -417,6 +438,7 @@ def _tflite(batch_one, variant, out_dir, job):
             job.held_out["patient_id"], seed=job.seed)
     if variant in (litert.INT8, litert.MIXED):
         extra["calibration"] = {"images": len(calibration["images"]), "source": calibration["source"]}
+        extra["int8_weights"] = job.int8_weights
     if variant == litert.INT8:  # the mixed file keeps float ops: CPU only
         extra["edgetpu"] = dict(edgetpu.check_edgetpu(data), compiler_command=edgetpu.compiler_command(
             os.path.basename(path)))

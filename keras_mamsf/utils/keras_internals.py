@@ -67,3 +67,11 @@ def optimizer_variable_index(optimizer, variable):
     """The position of `variable` among the variables `optimizer` was built with (its slot index), for a
     variable as `update_step` receives it (a Keras variable, or the backend's own under TensorFlow)."""
     return optimizer._get_variable_index(variable)
+
+
+def in_stateless_scope():
+    """Whether the code runs inside a `keras.StatelessScope` (where variables read mapped values): how int8
+    weight rounding tells the momentum anchor's path through a block from the online one."""
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as inside
+
+    return inside()
