@@ -166,9 +166,7 @@ def _kernels(model):
         if depthwise and getattr(layer, "depth_multiplier", 1) != 1:
             continue  # its channels interleave in the converter's layout; Lite0 and B0 have none
         if not (depthwise or isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))):
-            continue
-        if isinstance(layer, keras.layers.Conv2DTranspose):
-            continue
+            continue  # (Conv2DTranspose and SeparableConv2D are not Conv2D subclasses; the models have none)
         found.append((layer, layer.kernel, depthwise))
         if id(layer.kernel) in anchor_of:
             found.append((layer, anchor_of[id(layer.kernel)], depthwise))
