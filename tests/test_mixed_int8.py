@@ -39,6 +39,21 @@ def test_noise_to_signal_is_the_relative_rms_error():
     assert litert.noise_to_signal(np.ones(4), np.ones(4, "int8"), 1.0, 0) == 0.0  # a constant tensor
 
 
+def test_an_op_without_finite_float_values_is_ranked_last_and_named():
+    """The debugger's float pass can give NaN (it did for a swish block of the demo's B0): no figure, no warning, and
+    the op is ranked after every measured one and named, not silently taken for harmless."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "invalid value encountered in cast" was printed here
+        figure = litert.noise_to_signal(np.full(4, np.nan, "float32"), np.zeros(4, "int8"), 1.0, 0)
+    assert np.isnan(figure)
+    rows = [{"tensor_name": "a", "noise_to_signal": "0.2"}, {"tensor_name": "b", "noise_to_signal": str(figure)},
+            {"tensor_name": "c", "noise_to_signal": "0.9"}, {"tensor_name": "d", "noise_to_signal": "0.0"}]
+    ranked, unmeasured = litert.rank_by_noise(rows)
+    assert [row["tensor_name"] for row in ranked] == ["c", "a", "d", "b"] and unmeasured == ["b"]
+
+
 def test_the_search_doubles_then_bisects(saved_model):
     path, images = saved_model
     answers = iter([False, False, False, True, True, False])  # 1, 2, 4 fail; 8 passes; 6 passes; 5 fails

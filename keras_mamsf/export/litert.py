@@ -99,8 +99,13 @@ def _dataset(representative):
 def noise_to_signal(float_value, quantized_value, scale, zero_point):
     """An op's int8 output error relative to its own spread: RMS(dequantized - float) / SD(float), on one image.
     (The debugger's default, RMS error in quantization steps, is about 0.3 for every op: rounding; what loses a
-    model its ranking is an op whose steps are coarse against the values it must tell apart.)"""
-    reference = np.asarray(float_value, "float64")
+    model its ranking is an op whose steps are coarse against the values it must tell apart.)
+    NaN when the float values are not all finite (the debugger's float pass gave NaN for a swish block of the
+    demo's B0): there is nothing to measure, and `rank_by_noise` puts such ops last and names them."""
+    reference = np.asarray(float_value)
+    if not np.all(np.isfinite(reference)):
+        return float("nan")
+    reference = reference.astype("float64")
     dequantized = (np.asarray(quantized_value).astype("int32") - zero_point) * float(scale)
     spread = reference.std()
     return float(np.sqrt(np.mean((dequantized - reference) ** 2)) / spread) if spread > 0 else 0.0
@@ -133,14 +138,20 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
         "noise_to_signal": noise_to_signal})
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        # the debugger averages each op's figures with nanmean: an op `noise_to_signal` cannot measure (NaN on
+        # every image) makes it warn; such ops are named below instead
+        warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
         debugger = tf.lite.experimental.QuantizationDebugger(
             converter=converter, debug_dataset=lambda: ([image] for image in debug), debug_options=options)
         debugger.run()
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     dump.seek(0)
-    rows = [row for row in csv.DictReader(dump) if not any(part in row["tensor_name"] for part in skip)]
-    rows.sort(key=lambda row: -float(row["noise_to_signal"]))
+    rows, unmeasured = rank_by_noise(row for row in csv.DictReader(dump)
+                                     if not any(part in row["tensor_name"] for part in skip))
+    if unmeasured:
+        log(f"mixed int8: {len(unmeasured)} op(s) not measured (the debugger's float values are not finite), "
+            f"ranked last: {', '.join(unmeasured[:3])}{' ...' if len(unmeasured) > 3 else ''}")
     ranking = list(dict.fromkeys(row["tensor_name"] for row in rows))
     # Only two models can be returned, so only two are held (each up to the float model's size): the smallest
     # passing count's and the largest failing one's. A new pass is always below the last (bisection lowers it), a
@@ -174,9 +185,24 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
     chosen = high if high is not None else low
     record = {"passed": high is not None, "float_ops": ranking[:chosen], "ops_ranked": len(ranking),
               "ranking": [{"op": row["op_name"], "tensor": row["tensor_name"],
-                           "noise_to_signal": float(row["noise_to_signal"])} for row in rows[:20]],
-              "debug_images": len(debug), "trials": trials}
+                           "noise_to_signal": _figure(row)} for row in rows[:20]],
+              "unmeasured": unmeasured, "debug_images": len(debug), "trials": trials}
     return kept[high is not None], record
+
+
+def rank_by_noise(rows):
+    """`(rows, unmeasured)`: the debugger's rows (dicts with "tensor_name" and "noise_to_signal") worst first, those
+    without a figure (NaN: `noise_to_signal` had nothing to measure) last; `unmeasured` names the latter."""
+    rows = list(rows)
+    unmeasured = [row["tensor_name"] for row in rows if _figure(row) is None]
+    rows.sort(key=lambda row: (_figure(row) is None, -(_figure(row) or 0.0)))
+    return rows, unmeasured
+
+
+def _figure(row):
+    """A row's noise-to-signal ratio, None where it is NaN (a manifest is JSON: no NaN in it)."""
+    value = float(row["noise_to_signal"])
+    return None if np.isnan(value) else value
 
 
 def _first_reason(error):
