@@ -392,8 +392,8 @@ def _tflite_variants(model, out_dir, job):
             with weight_rounding.rounded_for_int8(model, films) as record:
                 serving_archive(model, batch_size=1).write_out(int8_source, verbose=False)
             job.int8_weights = record
-            job.log(f"int8 weights: {job.int8_weights['kernels']} kernels rounded with error feedback (GPTQ) on "
-                    f"{job.int8_weights['images']} calibration films, {job.int8_weights['seconds']:.0f} s")
+            job.log(f"int8 weights: {record['kernels']} kernels rounded with error feedback (GPTQ) on "
+                    f"{record['images']} calibration films, {record['seconds']:.0f} s")
     entries = {tflite_name(variant): _tflite(int8_source if variant == litert.INT8 else batch_one, variant, out_dir,
                                              job)
                for variant in job.variants}

@@ -132,8 +132,9 @@ def rounded_for_int8(model, images, batch_size=32, damping=DAMPING):
     ```
     """
     start = time.perf_counter()
-    targets = _kernels(model)
-    grams = _gram_matrices(model, targets, images, batch_size)
+    anchor_of = _anchor_copies(model)
+    targets = _kernels(model, anchor_of)
+    grams = _gram_matrices(model, targets, images, batch_size, anchor_of)
     originals = {id(variable): np.asarray(variable.numpy()) for _, variable, _ in targets}
     rounded = 0
     try:
@@ -152,14 +153,13 @@ def rounded_for_int8(model, images, batch_size=32, damping=DAMPING):
             variable.assign(originals[id(variable)])
 
 
-def _kernels(model):
+def _kernels(model, anchor_of):
     """`[(layer, kernel variable, depthwise)]`: every kernel the converter rounds per channel, the anchor's
-    copies of them included."""
+    copies of them included (`anchor_of`: `_anchor_copies(model)`)."""
     import keras
 
     from keras_mamsf.utils.layers import walk_layers
 
-    anchor_of = _anchor_copies(model)
     found = []
     for layer in walk_layers(model):
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
@@ -174,6 +174,7 @@ def _kernels(model):
 
 
 def _anchor_copies(model):
+    """`{id(online variable): anchor variable}` over every momentum anchor in `model`."""
     from keras_mamsf.utils.layers import walk_layers
 
     copies = {}
@@ -183,14 +184,13 @@ def _anchor_copies(model):
     return copies
 
 
-def _gram_matrices(model, targets, images, batch_size):
+def _gram_matrices(model, targets, images, batch_size, anchor_of):
     """`{id(kernel variable): Gram matrix of its inputs}` over `images` (float64; (C, k*k, k*k) per channel
     for a depthwise kernel), from each layer's inputs as `model` runs eagerly in inference mode."""
     import tensorflow as tf
 
     from keras_mamsf.utils.keras_internals import in_stateless_scope
 
-    anchor_of = _anchor_copies(model)
     grams = {}
     layers = {id(layer): (layer, depthwise) for layer, _, depthwise in targets}
 
