@@ -415,6 +415,39 @@ def test_the_protocol_says_where_the_batchnorm_statistics_come_from():
         "statistics re-estimated from 512 unaugmented training images after training")
 
 
+def test_a_killed_attempt_counts_to_its_last_finished_epoch(tmp_path):
+    """Compute per run: a run killed and resumed counts its first attempt from its start to the last write of that
+    attempt's TensorBoard file (its last finished epoch), then the resumed attempt to its finish."""
+    from keras_mamsf.evaluation.ablation import run_seconds
+
+    logs = tmp_path / "runs" / "branch" / "seed0" / "logs" / "train"
+    logs.mkdir(parents=True)
+    for name, written in (("events.1", 1500.0), ("events.2", 5200.0)):  # the killed attempt's, the resumed one's
+        (logs / name).write_bytes(b"")
+        os.utime(logs / name, (written, written))
+    events = [{"run": "branch/seed0", "event": "start", "worker": "a", "time": 1000.0},
+              {"run": "branch/seed0", "event": "resume", "worker": "b", "time": 4000.0},
+              {"run": "branch/seed0", "event": "finish", "worker": "b", "time": 5300.0},
+              {"run": "branch/seed1", "event": "start", "worker": "b", "time": 5300.0},
+              {"run": "branch/seed1", "event": "finish", "worker": "b", "time": 5900.0}]
+    (tmp_path / "events.jsonl").write_text("".join(json.dumps(event) + "\n" for event in events))
+    assert run_seconds(str(tmp_path), {0: "branch/seed0", 1: "branch/seed1"}) == {
+        "per_run": {"0": 500.0 + 1300.0, "1": 600.0}, "total": 2400.0}
+
+
+def test_a_rare_class_difference_must_survive_holm_to_be_a_verdict():
+    """An interval that excludes 0 is "better" / "worse" only where the class's Holm-adjusted p is below 0.05 too
+    (the grid's first such interval, [-0.1260, -0.0000], had Holm p 0.77); the macro figure, one test, needs none."""
+    from keras_mamsf.evaluation.ablation import verdict
+
+    assert verdict(-0.069, [-0.126, -0.00003], 24, 0.77) == (
+        "not shown after Holm (-0.0690 [-0.1260, -0.0000] excludes 0, adjusted p 0.77)")
+    assert verdict(-0.069, [-0.126, -0.01], 24, 0.01) == "worse: -0.0690 [-0.1260, -0.0100]"
+    assert verdict(0.02, [0.005, 0.04]) == "better: +0.0200 [+0.0050, +0.0400]"
+    assert verdict(0.02, [-0.005, 0.04], 24, 0.5).startswith("no detectable difference (this design detects 0.032")
+    assert verdict(0.02, [0.005, 0.04], 7, 0.01) == "cannot be judged on this split (7 test positives, 10 needed)"
+
+
 def test_the_pretrained_grid_s_report_judges_against_both_baselines_with_power_drift_and_compute(tmp_path):
     """Issue 40's report: each cell against `none` and against the whole-model average (`weight_ema`), every
     "no detectable difference" with its minimum detectable difference, no verdict for a class under 10 test

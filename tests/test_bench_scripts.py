@@ -16,3 +16,25 @@ def test_every_bench_script_imports():
             + "".join(f"import {name}\n" for name in scripts))
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_int8_error_parts_follow_the_layer_names():
+    """`bench/int8_error.py` measures the network a part at a time; the parts come from TFLite's op names (the Keras
+    layer names of the exported graph, as in run A's int8 file)."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from int8_error import part_of
+    finally:
+        sys.path.remove(str(BENCH))
+    prefix = "mamsf_efficientnet_lite0_branch_inference_1/"
+    named = {
+        "trunk_1/stem_activation_1/Relu6": "stem",
+        "trunk_1/block1a_project_bn_1/batchnorm/add_1;x/block1a_project_conv_1/convolution": "stage 1",
+        "trunk_1/block6d_add_1/Add": "stage 6",
+        "momentum_anchor_1/final_block_1/block7a_expand_activation_1/Relu6": "head",
+        "momentum_anchor_1/final_block_3/top_activation_1/Relu6": "head",
+        "fusion_1/branch_3x3_1/branch_3x3_act_1/Relu6": "head",
+        "StatefulPartitionedCall:0": "head",
+        "ood_score_1/MatMul_11": None,
+    }
+    assert {name: part_of(prefix + name) for name in named} == named

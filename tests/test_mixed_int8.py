@@ -17,8 +17,8 @@ def saved_model(tmp_path_factory):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((SIZE, SIZE, 1))
     x = keras.layers.Rescaling(1 / 255.0)(inputs)
-    for filters in (8, 8, 16, 16):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="swish")(x)
+    for stage, filters in enumerate((8, 8, 16, 16)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", activation="swish", name=f"stage{stage}")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
     archive = keras.export.ExportArchive()
@@ -73,3 +73,44 @@ def test_a_search_that_never_passes_says_so_within_its_trials(saved_model):
     data, record = litert.mixed_int8(path, images, lambda model: False, debug_images=4, max_trials=3)
     assert not record["passed"] and [t["float_ops"] for t in record["trials"]] == [1, 2, 4]
     assert len(record["float_ops"]) == 4  # the largest tried
+
+
+def test_int8_by_part_quantizes_one_part_at_a_time(saved_model):
+    """"all" is full int8; "weights only" keeps every op with a part in float (the float model here, whose weights are
+    not on the int8 grid); each part's model has int8 tensors between the two; an op without a part stays int8."""
+    import re
+
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    path, images = saved_model
+
+    def part_of(name):
+        found = re.search(r"stage\d", name)
+        return found.group(0) if found else "head"
+
+    models = list(litert.int8_by_part(path, images, part_of, debug_images=4))
+    names = [name for name, _, _ in models]
+    assert names == ["all", "weights only", "stage0", "stage1", "stage2", "stage3", "head"]
+    counts = dict((name, ops) for name, ops, _ in models)
+    assert counts["weights only"] == 0 and counts["all"] == sum(counts[name] for name in names[2:])
+    reference = keras.layers.TFSMLayer(path, call_endpoint="serve")
+
+    def run(data):
+        interpreter = Interpreter(model_content=data)
+        runner = interpreter.get_signature_runner("serve")
+        int8 = sum(detail["dtype"] == np.int8 for detail in interpreter.get_tensor_details())
+        return np.concatenate([runner(image=image)["logits"] for image in images]), int8
+
+    expected = np.concatenate([np.asarray(reference(image)["logits"]) for image in images])
+    outputs = {name: run(data) for name, _, data in models}
+    error = {name: np.abs(out - expected).max() for name, (out, _) in outputs.items()}
+    assert error["weights only"] < 1e-5 < error["all"]
+    for name in names[2:]:
+        assert outputs["weights only"][1] < outputs[name][1] < outputs["all"][1]
+
+    def pooled_apart(name):
+        return None if "pooling" in name else part_of(name)
+
+    kept = {name: ops for name, ops, _ in litert.int8_by_part(path, images, pooled_apart, debug_images=4)}
+    assert kept["weights only"] == 1 and kept["all"] == counts["all"]  # the pooling's Mean, int8 in every model

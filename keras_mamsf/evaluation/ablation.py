@@ -39,17 +39,24 @@ def minimum_detectable_difference(ci):
     return float(_DETECTABLE_Z * (ci[1] - ci[0]) / (2 * 1.959963984540054))
 
 
-def verdict(delta, ci, positives=None):
+def verdict(delta, ci, positives=None, p_adjusted=None):
     """Plain words for one paired difference: "better" / "worse" (with the difference and its interval) when its 95%
-    interval excludes 0, else "no
-    detectable difference" with the design's minimum detectable difference; for a class with fewer than
-    `MIN_TEST_POSITIVES` test positives, "cannot be judged on this split"."""
+    interval excludes 0, else "no detectable difference" with the design's minimum detectable difference; for a
+    class with fewer than `MIN_TEST_POSITIVES` test positives, "cannot be judged on this split".
+
+    `p_adjusted`: for one class among several, its multiplicity-adjusted p-value (Holm over the classes, DeLong).
+    An interval that excludes 0 while the adjusted p is 0.05 or more is "not shown after Holm": among 13 classes
+    one such interval is expected by chance (the pretrained grid's Cardiomegaly, branch against weight_ema,
+    [-0.1260, -0.0000] with DeLong p 0.066, Holm 0.77, was one)."""
     if positives is not None and positives < MIN_TEST_POSITIVES:
         return f"cannot be judged on this split ({positives} test positives, {MIN_TEST_POSITIVES} needed)"
     if delta is None or not ci or ci[0] is None:
         return "not judged (no interval)"
     if ci[0] > 0 or ci[1] < 0:
-        return f"{'better' if ci[0] > 0 else 'worse'}: {delta:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+        shown = f"{delta:+.4f} [{ci[0]:+.4f}, {ci[1]:+.4f}]"
+        if p_adjusted is not None and p_adjusted >= 0.05:
+            return f"not shown after Holm ({shown} excludes 0, adjusted p {p_adjusted:.2f})"
+        return f"{'better' if ci[0] > 0 else 'worse'}: {shown}"
     return (f"no detectable difference (this design detects {minimum_detectable_difference(ci):.3f} or more with "
             "80% power at the 5% level)")
 
@@ -124,7 +131,8 @@ def _comparison(cell, other, means, rare, positives, n_boot, seed):
         result["rare"][label] = {"test_positives": positives.get(label),
                                  "mdd": None if (positives.get(label) or 0) < MIN_TEST_POSITIVES
                                  else minimum_detectable_difference(entry.get("ci")),
-                                 "verdict": verdict(entry.get("delta_auc"), entry.get("ci"), positives.get(label))}
+                                 "verdict": verdict(entry.get("delta_auc"), entry.get("ci"), positives.get(label),
+                                                    entry.get("p_holm"))}
     return result
 
 
@@ -231,8 +239,12 @@ def drift_by_epoch(runs, classes):
 
 def run_seconds(out_dir, names):
     """`{"per_run": {seed: seconds}, "total": seconds}` from `events.jsonl`: each run's time from its start (or
-    resume) to its finish or failure, summed over its attempts (a killed attempt logs no end: its time is not
-    counted); None when no run has both ends logged."""
+    resume) to its finish or failure, summed over its attempts; None when no run has both ends logged.
+
+    A killed attempt logs no end. When a later attempt resumes the run, the killed one counts from its start to
+    its last finished epoch: the last write of a TensorBoard file of the run (`logs/`) between the two (each
+    attempt's `fit` writes files of its own, and writes them at every epoch's end). The part-epoch a kill cuts
+    off is not counted (the run repeats it, and that repeat is)."""
     path = os.path.join(out_dir, "events.jsonl")
     if not os.path.isfile(path):
         return None
@@ -240,15 +252,26 @@ def run_seconds(out_dir, names):
         events = [json.loads(line) for line in handle if line.strip()]
     per_run = {}
     for seed, name in names.items():
+        writes = _epoch_writes(os.path.join(out_dir, "runs", *name.split("/")))
         opened, total = {}, 0.0
         for event in (e for e in events if e["run"] == name):
             if event["event"] in ("start", "resume"):
-                opened[event["worker"]] = event["time"]
+                for began in opened.values():  # an attempt still open when another begins was killed
+                    total += max([t - began for t in writes if began <= t < event["time"]], default=0.0)
+                opened = {event["worker"]: event["time"]}
             elif event["event"] in ("finish", "fail") and event["worker"] in opened:
                 total += event["time"] - opened.pop(event["worker"])
         if total:
             per_run[str(seed)] = round(total, 1)
     return {"per_run": per_run, "total": round(sum(per_run.values()), 1)} if per_run else None
+
+
+def _epoch_writes(run_dir):
+    """The modification times of a run's TensorBoard files (`logs/`, any depth)."""
+    times = []
+    for folder, _, files in os.walk(os.path.join(run_dir, "logs")):
+        times += [os.path.getmtime(os.path.join(folder, name)) for name in files]
+    return times
 
 
 def decay_notes(base, cells, summaries):
@@ -390,7 +413,8 @@ def _verdict_blocks(result):
     rare_rows = [[f"{name} vs {other}"] + [(e[key]["rare"].get(label) or {}).get("verdict", "n/a") for label in rare]
                  for key, other in keys for name, e in cells.items() if e.get(key) and e[key].get("rare")]
     if rare_rows:
-        blocks += [("h2", "Verdicts per rare class (DeLong interval of the AUC difference)"),
+        blocks += [("h2", "Verdicts per rare class (paired bootstrap interval of the AUC difference; a difference "
+                          "is shown only where the Holm-adjusted DeLong p over the classes is below 0.05 too)"),
                    ("table", ["comparison"] + [f"{label} [{positives.get(label, '?')}]" for label in rare],
                     rare_rows)]
     return blocks
@@ -421,7 +445,8 @@ def _compute_blocks(result):
     total = (result.get("compute") or {}).get("total_seconds") or 0.0
     return [("h2", "Compute"),
             ("p", f"Wall time of each run from its start to its finish (events.jsonl; a resumed run's attempts "
-                  f"summed): {result['compute']['runs']} runs, {total / 3600:.2f} hours in all."),
+                  "summed, a killed attempt to its last finished epoch): "
+                  f"{result['compute']['runs']} runs, {total / 3600:.2f} hours in all."),
             ("table", ["cell", "minutes per run", "minutes in all"], rows)]
 
 

@@ -123,32 +123,9 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
     Returns `(model bytes, record)`: record has "passed", "float_ops" (names), "ranking" (the 20 worst ops
     with their figure) and "trials" (n, passed); without a passing n, the last (largest) one tried.
     """
-    import csv
-    import io
-    import warnings
-
-    import tensorflow as tf
-
     log = log or (lambda message: None)
-    converter = _converter(saved_model_dir)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = _dataset(representative)
-    debug = [np.asarray(image, dtype="float32") for image in list(representative)[:debug_images]]
-    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={
-        "noise_to_signal": noise_to_signal})
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-        # the debugger averages each op's figures with nanmean: an op `noise_to_signal` cannot measure (NaN on
-        # every image) makes it warn; such ops are named below instead
-        warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=lambda: ([image] for image in debug), debug_options=options)
-        debugger.run()
-    dump = io.StringIO()
-    debugger.layer_statistics_dump(dump)
-    dump.seek(0)
-    rows, unmeasured = rank_by_noise(row for row in csv.DictReader(dump)
-                                     if not any(part in row["tensor_name"] for part in skip))
+    debugger, rows, debugged = _debugger(saved_model_dir, representative, debug_images)
+    rows, unmeasured = rank_by_noise(row for row in rows if not any(part in row["tensor_name"] for part in skip))
     if unmeasured:
         log(f"mixed int8: {len(unmeasured)} op(s) not measured (the debugger's float values are not finite), "
             f"ranked last: {', '.join(unmeasured[:3])}{' ...' if len(unmeasured) > 3 else ''}")
@@ -159,10 +136,7 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
     trials, kept = [], {}
 
     def attempt(count):
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
-            debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=ranking[:count])
-            data = debugger.get_nondebug_quantized_model()
+        data = _with_float_ops(debugger, ranking[:count])
         ok = bool(passes(data))
         trials.append({"float_ops": count, "passed": ok})
         kept[ok] = data
@@ -186,8 +160,76 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
     record = {"passed": high is not None, "float_ops": ranking[:chosen], "ops_ranked": len(ranking),
               "ranking": [{"op": row["op_name"], "tensor": row["tensor_name"],
                            "noise_to_signal": _figure(row)} for row in rows[:20]],
-              "unmeasured": unmeasured, "debug_images": len(debug), "trials": trials}
+              "unmeasured": unmeasured, "debug_images": debugged, "trials": trials}
     return kept[high is not None], record
+
+
+def int8_by_part(saved_model_dir, representative, part_of, debug_images=8):
+    """Int8 models of `saved_model_dir` quantized one part at a time: where a model's int8 error comes from.
+
+    `part_of(op_name) -> str or None` names the part of each quantized op (TFLite's op names carry the Keras
+    layer names); None keeps the op int8 in every model. Yields `(name, int8 ops, model bytes)`: "all" (every op
+    int8, as `convert` makes it, with float32 input and output), "weights only" (every op with a part kept in
+    float: what the weights alone cost, when the SavedModel's kernels already sit on the int8 grid, as
+    `weight_rounding.rounded_for_int8` leaves them), then each part alone in int8. One calibration on
+    `representative` serves every model (the QuantizationDebugger's denylist, as `mixed_int8` uses it).
+    """
+    debugger, rows, _ = _debugger(saved_model_dir, representative, debug_images)
+    names = list(dict.fromkeys(row["tensor_name"] for row in rows))
+    parts = {}
+    for name in names:
+        parts.setdefault(part_of(name), []).append(name)
+    parted = [name for part, members in parts.items() if part is not None for name in members]
+    yield "all", len(names), _with_float_ops(debugger, [])
+    # the debugger refuses to keep every op in float: that model is the float32 conversion
+    everything = len(parted) == len(names)
+    yield "weights only", len(names) - len(parted), (convert(saved_model_dir, "float32") if everything
+                                                     else _with_float_ops(debugger, parted))
+    for part, members in parts.items():
+        if part is not None:
+            yield part, len(members), _with_float_ops(debugger, [name for name in parted if name not in members])
+
+
+def _debugger(saved_model_dir, representative, debug_images):
+    """`(debugger, rows, images debugged)`: TFLite's QuantizationDebugger over the int8 conversion of
+    `saved_model_dir` calibrated on `representative`, run on its first `debug_images` images, and its per-op rows
+    (dicts: "op_name", "tensor_name", "noise_to_signal", ...)."""
+    import csv
+    import io
+    import warnings
+
+    import tensorflow as tf
+
+    converter = _converter(saved_model_dir)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = _dataset(representative)
+    debug = [np.asarray(image, dtype="float32") for image in list(representative)[:debug_images]]
+    options = tf.lite.experimental.QuantizationDebugOptions(layer_direct_compare_metrics={
+        "noise_to_signal": noise_to_signal})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        # the debugger averages each op's figures with nanmean: an op `noise_to_signal` cannot measure (NaN on
+        # every image) makes it warn; `mixed_int8` names such ops instead
+        warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([image] for image in debug), debug_options=options)
+        debugger.run()
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    dump.seek(0)
+    return debugger, list(csv.DictReader(dump)), len(debug)
+
+
+def _with_float_ops(debugger, names):
+    """Bytes of the debugger's int8 model with the ops `names` kept in float (float32 input and output)."""
+    import warnings
+
+    import tensorflow as tf
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
+        debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(names))
+        return debugger.get_nondebug_quantized_model()
 
 
 def rank_by_noise(rows):
