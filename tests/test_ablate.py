@@ -229,6 +229,16 @@ def test_a_cell_may_run_fewer_seeds_than_the_others(tmp_path, monkeypatch, capsy
     result = json.loads((out / "ablation.json").read_text())
     assert (result["cells"]["shadow"]["seeds"], result["cells"]["shadow"]["pending"]) == ([0], [])
     assert result["cells"]["none"]["seeds"] == [0, 1]
+    # judged against none's seed 0 alone: the mean of none's two seeds is an ensemble, better by that alone
+    from keras_mamsf.evaluation.evaluate import compare_predictions
+
+    runs = out / "runs"
+    shadow, none = (Predictions.load(str(runs / cell / "seed0" / "predictions.npz")) for cell in ("shadow", "none"))
+    matched = compare_predictions(shadow, none, n_boot=0)["macro"]["delta_auc"]
+    vs_none = result["cells"]["shadow"]["vs_none"]
+    assert vs_none["seeds"] == [0] and vs_none["delta_auc"] == pytest.approx(matched, abs=1e-12)
+    both = compare_predictions(shadow, Predictions.load(str(out / "cells" / "none" / "predictions.npz")), n_boot=0)
+    assert abs(both["macro"]["delta_auc"] - matched) > 1e-6
 
 
 def test_ablate_says_when_a_config_file_turns_the_drift_monitor_off(tmp_path, monkeypatch, capsys):
