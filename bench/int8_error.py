@@ -60,11 +60,10 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_mamsf.data.sources import dataset_arrays, open_root
     from keras_mamsf.export import litert, weight_rounding
-    from keras_mamsf.export.calibration import load_images
+    from keras_mamsf.export.calibration import int8_calibration
     from keras_mamsf.export.folding import fold_grayscale_stem
     from keras_mamsf.export.serving import serving_archive
     from keras_mamsf.guard import guard_beside
-    from keras_mamsf.guard.ood_guard import calibration_anchors
     from keras_mamsf.inference.graph import inference_model, input_shape
     from keras_mamsf.inference.model_card import run_split
     from keras_mamsf.models.io import load_model
@@ -77,11 +76,11 @@ def main(argv=None):
     graph, _ = fold_grayscale_stem(inference_model(load_model(model_path, compile=False), guard))
     size, _, channels = input_shape(graph)
     source = open_root(args.data, split=run_split(model_path))
-    films, _, described = load_images(args.data, "train", size, channels, args.films, 0, source=source)
-    calibration = np.concatenate([films, calibration_anchors(size, channels, 0)])
+    calibration = int8_calibration(args.data, size, channels, args.films, 0, source=source)
+    films = calibration["images"][:calibration["films"]]
     val, _ = dataset_arrays(source.dataset("val", size, 64, channels=channels))
     reference = np.asarray(graph.predict(val, batch_size=64, verbose=0)["logits"], dtype="float64")
-    print(f"calibration: {described}; scored on {len(val)} val films", flush=True)
+    print(f"calibration: {calibration['source']}; scored on {len(val)} val films", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="int8_error_") as work:
         saved = os.path.join(work, "batch1")
@@ -92,7 +91,7 @@ def main(argv=None):
         else:
             serving_archive(graph, batch_size=1).write_out(saved, verbose=False)
         candidate = os.path.join(work, "candidate.tflite")
-        for name, ops, data in litert.int8_by_part(saved, calibration[:, None], part_of):
+        for name, ops, data in litert.int8_by_part(saved, calibration["images"][:, None], part_of):
             with open(candidate, "wb") as handle:
                 handle.write(data)
             rows.append({"part": name, "int8_ops": ops, "logit_error": logit_error(candidate, val, reference)})

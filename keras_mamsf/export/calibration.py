@@ -45,3 +45,16 @@ def load_images(root, split, image_size, channels=3, count=300, seed=0, source=N
     return images[order], labels[order], (f"{root} ({source.describe(split, image_size)}: {len(unique)} distinct of "
                                           f"its {len(split_labels)} images{repeated})")
 
+
+
+def int8_calibration(root, image_size, channels, count=300, seed=0, source=None):
+    """The images an int8 conversion is calibrated on: `load_images`' training films of `root`, then the OOD
+    guard's anchor images (`guard.ood_guard.calibration_anchors`), so that the guard's int8 ranges reach the images
+    it must flag. `{"images", "films" (how many of them come first), "source" (one line)}`."""
+    from keras_mamsf.guard.ood_guard import calibration_anchors
+
+    films, _, described = load_images(root, "train", image_size, channels, count, seed, source=source)
+    anchors = calibration_anchors(image_size, channels, seed)
+    return {"images": np.concatenate([films, anchors]), "films": len(films),
+            "source": described + (f"; + {len(anchors)} images the OOD guard must flag (black, white, grey, 2 "
+                                   "uniform noise), so that its int8 ranges reach them")}

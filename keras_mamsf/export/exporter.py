@@ -130,17 +130,11 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
 
     calibration = None
     if TFLITE in formats and litert.INT8 in variants:
-        from keras_mamsf.export.calibration import load_images
-        from keras_mamsf.guard.ood_guard import calibration_anchors
+        from keras_mamsf.export.calibration import int8_calibration
 
-        images, _, source = load_images(calibration_data, "train", height, channels, calibration_images, seed,
-                                        source=sources[calibration_data])
-        anchors = calibration_anchors(height, channels, seed)
-        images = np.concatenate([images, anchors])
-        source += (f"; + {len(anchors)} images the OOD guard must flag (black, white, grey, 2 uniform noise), so "
-                   "that its int8 ranges reach them")
-        calibration = {"images": images, "films": len(images) - len(anchors), "source": source}
-        log(f"calibration: {len(images)} images from {source}")
+        calibration = int8_calibration(calibration_data, height, channels, calibration_images, seed,
+                                       source=sources[calibration_data])
+        log(f"calibration: {len(calibration['images'])} images from {calibration['source']}")
     held_out = None
     if verify:
         root = parity_data or calibration_data
