@@ -29,10 +29,14 @@ import time
 import numpy as np
 
 
-def part_of(name):
+def part_of(name, guard_output="StatefulPartitionedCall:1"):
     """The part of the network a TFLite op belongs to, from the Keras layer names in its name: the OOD guard's ops
-    None (int8 in every file: the guard is not what is measured), the final block, its anchor and the head "head"."""
-    if "ood_score" in name:
+    None (int8 in every file: the guard is not what is measured), the final block, its anchor and the head "head".
+
+    The ops that write the graph's outputs are named after the serving signature's output tensors instead
+    (`StatefulPartitionedCall:K`, K in the order of the sorted output keys: logits, ood_score, probs), the int8 op
+    before the float output with a "1" appended (`StatefulPartitionedCall:11`); `guard_output` is the guard's."""
+    if "ood_score" in name or name in (guard_output, guard_output + "1"):
         return None
     if "stem" in name:
         return "stem"
@@ -74,6 +78,7 @@ def main(argv=None):
     if guard is None:
         sys.exit(f"{args.run}: no ood_guard.npz beside best.keras; run `mamsf train` to the end, or export once")
     graph, _ = fold_grayscale_stem(inference_model(load_model(model_path, compile=False), guard))
+    guard_output = f"StatefulPartitionedCall:{sorted(graph.output).index('ood_score')}"
     size, _, channels = input_shape(graph)
     source = open_root(args.data, split=run_split(model_path))
     calibration = int8_calibration(args.data, size, channels, args.films, 0, source=source)
@@ -91,7 +96,8 @@ def main(argv=None):
         else:
             serving_archive(graph, batch_size=1).write_out(saved, verbose=False)
         candidate = os.path.join(work, "candidate.tflite")
-        for name, ops, data in litert.int8_by_part(saved, calibration["images"][:, None], part_of):
+        for name, ops, data in litert.int8_by_part(saved, calibration["images"][:, None],
+                                                   lambda op: part_of(op, guard_output)):
             with open(candidate, "wb") as handle:
                 handle.write(data)
             rows.append({"part": name, "int8_ops": ops, "logit_error": logit_error(candidate, val, reference)})

@@ -34,7 +34,10 @@ def test_int8_error_parts_follow_the_layer_names():
         "momentum_anchor_1/final_block_1/block7a_expand_activation_1/Relu6": "head",
         "momentum_anchor_1/final_block_3/top_activation_1/Relu6": "head",
         "fusion_1/branch_3x3_1/branch_3x3_act_1/Relu6": "head",
-        "StatefulPartitionedCall:0": "head",
         "ood_score_1/MatMul_11": None,
     }
     assert {name: part_of(prefix + name) for name in named} == named
+    # the ops writing the outputs (run A's int8 file: logits :0, ood_score :1 from the guard's MAXIMUM, probs :2)
+    outputs = {"StatefulPartitionedCall:01": "head", "StatefulPartitionedCall:21": "head",
+               "StatefulPartitionedCall:11": None, "StatefulPartitionedCall:1": None}
+    assert {name: part_of(name) for name in outputs} == outputs

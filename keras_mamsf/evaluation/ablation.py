@@ -115,18 +115,18 @@ def _drift(runs, classes):
     return result
 
 
-def _comparison(cell, other, runs, means, rare, positives, n_boot, seed):
+def _comparison(cell, other, scores, means, rare, positives, n_boot, seed):
     """A cell's seed-mean predictions against another cell's on the same images (`compare_predictions`), with the
     minimum detectable difference and a verdict for the macro figure and each rare class.
 
     Both means are over the seeds both cells have finished: the mean of more seeds' scores is an ensemble of more
     runs and scores higher by that alone (the pretrained grid's `none`, 3 seeds with sd 0.020, gained about 0.01
     macro AUC by it), so a 2-seed cell against a 3-seed one would be judged against a better ensemble. Cells
-    without a seed in common are compared over all their seeds (`seeds` is then empty)."""
-    common = sorted(set(runs[cell]) & set(runs[other]))
-    pair = [means[name] if common == sorted(runs[name]) or not common else
-            seed_mean([Predictions.load(os.path.join(runs[name][s], "predictions.npz")) for s in common],
-                      f"{name}: mean over seeds {common}")
+    without a seed in common are compared over all their seeds (`seeds` is then empty). `scores` holds each
+    cell's loaded per-seed `Predictions` (`{cell: {seed: Predictions}}`)."""
+    common = sorted(set(scores[cell]) & set(scores[other]))
+    pair = [means[name] if common == sorted(scores[name]) or not common else
+            seed_mean([scores[name][s] for s in common], f"{name}: mean over seeds {common}")
             for name in (cell, other)]
     comparison = compare_predictions(*pair, n_boot=n_boot, seed=seed)
     macro = comparison["macro"]
@@ -154,12 +154,13 @@ def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
                  for name, by_seed in runs.items()}
     train_positives = next((s["train_positives"] for by_seed in summaries.values() for s in by_seed.values()), {})
     rare = rarest_classes(train_positives)
+    scores = {name: {s: Predictions.load(os.path.join(d, "predictions.npz")) for s, d in by_seed.items()}
+              for name, by_seed in runs.items() if by_seed}
     means = {}
     for cell in cells:
-        by_seed = runs.get(cell.name, {})
+        by_seed = scores.get(cell.name, {})
         if by_seed:
-            loaded = [Predictions.load(os.path.join(by_seed[s], "predictions.npz")) for s in sorted(by_seed)]
-            mean = seed_mean(loaded, f"{cell.name}: mean over seeds {sorted(by_seed)}")
+            mean = seed_mean([by_seed[s] for s in sorted(by_seed)], f"{cell.name}: mean over seeds {sorted(by_seed)}")
             os.makedirs(os.path.join(out_dir, "cells", cell.name), exist_ok=True)
             mean.save(os.path.join(out_dir, "cells", cell.name, "predictions.npz"))
             means[cell.name] = Predictions.load(os.path.join(out_dir, "cells", cell.name, "predictions.npz"))
@@ -192,7 +193,7 @@ def summarize_ablation(base, cells, seeds, runs, out_dir, n_boot=None, seed=0):
         }
         for key, other in (("vs_none", baseline), ("vs_weight_ema", averaged)):
             if other and cell.name != other and cell.name in means and other in means:
-                entry[key] = _comparison(cell.name, other, runs, means, rare, positives, n_boot, seed)
+                entry[key] = _comparison(cell.name, other, scores, means, rare, positives, n_boot, seed)
         table[cell.name] = entry
     seconds = [v for entry in table.values() for v in (entry["compute"] or {}).get("per_run", {}).values()]
     return {"cells": table, "baseline": baseline, "averaged_baseline": averaged, "rare_classes": rare,
