@@ -46,7 +46,6 @@ def load_images(root, split, image_size, channels=3, count=300, seed=0, source=N
                                           f"its {len(split_labels)} images{repeated})")
 
 
-
 def int8_calibration(root, image_size, channels, count=300, seed=0, source=None):
     """The images an int8 conversion is calibrated on: `load_images`' training films of `root`, then the OOD
     guard's anchor images (`guard.ood_guard.calibration_anchors`), so that the guard's int8 ranges reach the images
