@@ -225,3 +225,43 @@ def test_the_guaranteed_threshold_holds_its_sensitivity_where_the_plain_rule_fal
     y = np.r_[np.ones(28), np.zeros(50)]
     threshold, info = guaranteed_threshold(y, rng.normal(size=78), 0.90, 0.05)
     assert threshold is None and info == {"positives": 28, "needed": 29, "caught": None, "bound": None}
+
+
+@pytest.mark.parametrize("rule", ["guaranteed", "sensitivity"])
+def test_a_quantized_file_keeps_the_float_threshold_wherever_it_meets_the_floor_there(rule):
+    """Three classes: the file's own threshold above the float model's (the float one meets the floor on the file's
+    scores: kept), below it (the floor fails at the float one: the file's own), and a class neither screens. The
+    kept class's sensitivity bound is recomputed at the kept threshold, by Clopper-Pearson from scipy."""
+    from keras_mamsf.stats.thresholds import keep_reference_where_met, threshold_record
+
+    rng = np.random.default_rng(7)
+    labels = ["kept", "lowered", "unscreened"]
+    y = np.zeros((600, 3), int)
+    y[:100, :2] = 1
+    y[:5, 2] = 1
+    score = 1 / (1 + np.exp(-(rng.normal(size=(600, 3)) + 2 * y)))
+    record = threshold_record(y, score, labels, rule)
+    own = record["thresholds"]
+    reference = {"kept": own["kept"] - 0.01, "lowered": own["lowered"] + 0.01, "unscreened": None}
+    kept = keep_reference_where_met(record, y, score, labels, reference)
+    assert kept["thresholds"] == {"kept": reference["kept"], "lowered": own["lowered"], "unscreened": own["unscreened"]}
+    assert kept["kept_reference"] == ["kept"] and record["thresholds"] == own  # the input is left as it was
+    if rule == "guaranteed":
+        caught = int((score[:100, 0] >= reference["kept"]).sum())
+        assert caught >= record["classes"]["kept"]["caught"]
+        bound = stats.beta.ppf(0.05, caught, 100 - caught + 1)
+        assert kept["classes"]["kept"]["caught"] == caught and kept["classes"]["kept"]["bound"] == pytest.approx(bound)
+        assert bound >= 0.9 and kept["classes"]["lowered"] == record["classes"]["lowered"]
+    else:
+        assert (score[:100, 0] >= reference["kept"]).mean() >= 0.9  # the floor holds at the kept threshold
+
+
+def test_rules_without_a_floor_keep_the_files_own_thresholds():
+    from keras_mamsf.stats.thresholds import keep_reference_where_met, threshold_record
+
+    rng = np.random.default_rng(8)
+    y = (rng.random((300, 1)) < 0.3).astype(int)
+    score = 1 / (1 + np.exp(-(rng.normal(size=(300, 1)) + 2 * y)))
+    record = threshold_record(y, score, ["a"], "youden")
+    kept = keep_reference_where_met(record, y, score, ["a"], {"a": record["thresholds"]["a"] - 0.01})
+    assert kept["thresholds"] == record["thresholds"] and kept["kept_reference"] == []

@@ -1,5 +1,5 @@
-"""The mixed int8 search (`litert.mixed_int8`): the ops ranked by their int8 noise-to-signal ratio, the n worst kept in
-float for n = 1, 2, 4, ... until the gate passes, then bisected to the smallest passing n."""
+"""The mixed int8 search (`litert.mixed_int8`): the ops ranked by how far the outputs move with each alone in int8, the
+n worst kept in float for n = 1, 2, 4, ... until the gate passes, then bisected to the smallest passing n."""
 
 import numpy as np
 import pytest
@@ -39,7 +39,7 @@ def test_noise_to_signal_is_the_relative_rms_error():
     assert litert.noise_to_signal(np.ones(4), np.ones(4, "int8"), 1.0, 0) == 0.0  # a constant tensor
 
 
-def test_an_op_without_finite_float_values_is_ranked_last_and_named():
+def test_an_op_without_finite_float_values_is_unmeasured_and_ranked_last():
     """The debugger's float pass can give NaN (it did for a swish block of the demo's B0): no figure, no warning, and
     the op is ranked after every measured one and named, not silently taken for harmless."""
     import warnings
@@ -48,10 +48,8 @@ def test_an_op_without_finite_float_values_is_ranked_last_and_named():
         warnings.simplefilter("error")  # numpy's "invalid value encountered in cast" was printed here
         figure = litert.noise_to_signal(np.full(4, np.nan, "float32"), np.zeros(4, "int8"), 1.0, 0)
     assert np.isnan(figure)
-    rows = [{"tensor_name": "a", "noise_to_signal": "0.2"}, {"tensor_name": "b", "noise_to_signal": str(figure)},
-            {"tensor_name": "c", "noise_to_signal": "0.9"}, {"tensor_name": "d", "noise_to_signal": "0.0"}]
-    ranked, unmeasured = litert.rank_by_noise(rows)
-    assert [row["tensor_name"] for row in ranked] == ["c", "a", "d", "b"] and unmeasured == ["b"]
+    ranked, unmeasured = litert.rank_ops({"a": 0.2, "b": figure, "c": 0.9, "d": 0.0, "e": 0.2})
+    assert ranked == ["c", "a", "e", "d", "b"] and unmeasured == ["b"]  # ties keep the graph's order
 
 
 def test_the_search_doubles_then_bisects(saved_model):
@@ -60,12 +58,33 @@ def test_the_search_doubles_then_bisects(saved_model):
     data, record = litert.mixed_int8(path, images, lambda model: next(answers), debug_images=4)
     assert [trial["float_ops"] for trial in record["trials"]] == [1, 2, 4, 8, 6, 5]
     assert record["passed"] and len(record["float_ops"]) == 6 and record["ops_ranked"] >= 8
-    ratios = [op["noise_to_signal"] for op in record["ranking"]]
-    assert ratios == sorted(ratios, reverse=True) and record["float_ops"][0] == record["ranking"][0]["tensor"]
+    errors = [op["output_error"] for op in record["ranking"]]
+    assert errors == sorted(errors, reverse=True) and record["float_ops"][0] == record["ranking"][0]["tensor"]
+    assert all(op["noise_to_signal"] is None or op["noise_to_signal"] >= 0 for op in record["ranking"])
     from ai_edge_litert.interpreter import Interpreter
 
     runner = Interpreter(model_content=data).get_signature_runner("serve")
     assert runner(image=images[0])["logits"].shape == (1, 3)
+
+
+def test_an_ops_figure_is_the_output_error_with_it_alone_in_int8(saved_model):
+    """Against an independent computation: the Keras SavedModel's logits, and the model with one op in int8 run by
+    the interpreter; RMS change per logit over its SD across the images, averaged over the logits."""
+    import keras
+    from ai_edge_litert.interpreter import Interpreter
+
+    path, images = saved_model
+    debugger, rows, _ = litert._debugger(path, images, 4)
+    names = list(dict.fromkeys(row["tensor_name"] for row in rows))
+    figures = litert.output_error_alone(debugger, names, litert.convert(path, "float32"), list(images[:8]))
+    assert set(figures) == set(names) and all(figure >= 0 for figure in figures.values())
+    reference = keras.layers.TFSMLayer(path, call_endpoint="serve")
+    expected = np.concatenate([np.asarray(reference(image)["logits"]) for image in images[:8]])
+    worst = max(figures, key=figures.get)
+    runner = Interpreter(model_content=litert._with_float_ops(debugger, [n for n in names if n != worst]))
+    alone = np.concatenate([runner.get_signature_runner("serve")(image=image)["logits"] for image in images[:8]])
+    by_hand = np.mean(np.sqrt(((alone - expected) ** 2).mean(0)) / expected.std(0))
+    assert figures[worst] > 0 and abs(figures[worst] - by_hand) <= 1e-3 * by_hand + 1e-6
 
 
 def test_a_search_that_never_passes_says_so_within_its_trials(saved_model):

@@ -73,6 +73,11 @@ def test_every_tour_command_runs(tmp_path, monkeypatch, capsys):
     int8 = "exports/model_int8.tflite"
     use = manifest["artifacts"]["model_int8.tflite"]["parity"]["use_output"]
     scores = scores_from_outputs(load_runner(int8).predict(images), use)
-    chosen = choose_thresholds(labels, scores, manifest["labels"])["guaranteed"]
-    assert own["values"] == file_thresholds(chosen, manifest["labels"])
+    chosen = file_thresholds(choose_thresholds(labels, scores, manifest["labels"])["guaranteed"], manifest["labels"])
+    # the float model's threshold wherever the int8 file meets the floor there (at or below its own), else its own
+    floats = manifest["thresholds"]["values"]
+    kept = [label for label in manifest["labels"]
+            if None not in (floats[label], chosen[label]) and floats[label] <= chosen[label]]
+    assert own["kept_reference"] == kept
+    assert own["values"] == {label: floats[label] if label in kept else chosen[label] for label in manifest["labels"]}
     assert model_card(int8)[1] == own["values"]  # what predict uses for that file

@@ -303,13 +303,15 @@ def _guard(model_path, guard_path, data_root, model, alpha, seed, sources):
 
 def _own_thresholds(name, scores, job):
     """The thresholds of the quantized file `name`, chosen by the run's rule on its own `scores` of the validation
-    images: the operating point must hold for the model the device runs, not only for the float model."""
+    images (the operating point must hold for the model the device runs, not only for the float model), each set
+    back to the float model's wherever the file meets the rule there (`thresholds.keep_reference_where_met`)."""
     from keras_mamsf.stats import thresholds as rules
 
     rule, val = job.rule, job.held_out
+    delta = rule.get("delta") or rules.DELTA
     record = rules.threshold_record(val["labels"], scores, job.labels, rule["rule"],
-                                    rule.get("min_sensitivity") or rules.MIN_SENSITIVITY,
-                                    rule.get("delta") or rules.DELTA)
+                                    rule.get("min_sensitivity") or rules.MIN_SENSITIVITY, delta)
+    record = rules.keep_reference_where_met(record, val["labels"], scores, job.labels, job.thresholds, delta)
     record["values"] = record.pop("thresholds")  # the manifest's name, as in its top-level "thresholds"
     record["chosen_on"] = f"{name}'s own scores on {len(val['images'])} val images of {val['source']}"
     return record
@@ -422,8 +424,10 @@ def _tflite(batch_one, variant, out_dir, job):
     if search is not None:
         extra["mixed"] = search
     if variant != "float32" and job.rule and scores is not None and job.held_out["real"]:
-        extra["thresholds"] = _own_thresholds(name, scores, job)
-        job.log(f"{name}: thresholds chosen again on its own scores ({extra['thresholds']['chosen_on']})")
+        chosen = extra["thresholds"] = _own_thresholds(name, scores, job)
+        kept, screened = chosen["kept_reference"], sum(value is not None for value in chosen["values"].values())
+        job.log(f"{name}: thresholds chosen again on its own scores ({chosen['chosen_on']}); the float "
+                f"model's kept where the file meets the rule there: {len(kept)} of {screened} screened classes")
     if scores is not None and check.get("noninferiority"):
         own = (extra.get("thresholds") or {}).get("values") or job.thresholds
         check["decisions"] = parity.decision_figures(

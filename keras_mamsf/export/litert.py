@@ -101,7 +101,7 @@ def noise_to_signal(float_value, quantized_value, scale, zero_point):
     (The debugger's default, RMS error in quantization steps, is about 0.3 for every op: rounding; what loses a
     model its ranking is an op whose steps are coarse against the values it must tell apart.)
     NaN when the float values are not all finite (the debugger's float pass gave NaN for a swish block of the
-    demo's B0): there is nothing to measure, and `rank_by_noise` puts such ops last and names them."""
+    demo's B0): there is nothing to measure."""
     reference = np.asarray(float_value)
     if not np.all(np.isfinite(reference)):
         return float("nan")
@@ -114,22 +114,34 @@ def noise_to_signal(float_value, quantized_value, scale, zero_point):
 def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_trials=12, log=None, skip=("ood_score",)):
     """int8 with the fewest ops kept in float that `passes(model_bytes) -> bool` accepts (the parity gate).
 
-    The ops are ranked by `noise_to_signal` on `debug_images` calibration images (TFLite's
-    QuantizationDebugger; ops whose names contain a `skip` part, such as the OOD guard's, stay int8), and the
-    n worst are kept in float (the debugger's denylisting, on one calibration): n = 1, 2, 4, ... until the
-    gate passes, then bisected down to the smallest passing n. One op at a time would take hundreds of
-    conversions when the error is spread over the network; doubling then bisecting takes about 2 log2(n).
+    The ops are ranked by what each does to the model's outputs when it alone is int8 (`output_error_alone`, on
+    `debug_images` calibration images; ops whose names contain a `skip` part, such as the OOD guard's, stay int8),
+    and the n worst are kept in float (TFLite's QuantizationDebugger's denylisting, on one calibration): n = 1, 2,
+    4, ... until the gate passes, then bisected down to the smallest passing n. One op at a time would take
+    hundreds of conversions when the error is spread over the network; doubling then bisecting takes about 2 log2(n).
     At least one ranked op stays int8: every op in float is the float model, not a mixed int8 file.
-    Returns `(model bytes, record)`: record has "passed", "float_ops" (names), "ranking" (the 20 worst ops
-    with their figure) and "trials" (n, passed); without a passing n, the last (largest) one tried.
+
+    Why not rank by each op's own error (the debugger's per-layer figure, `noise_to_signal`, kept in the record):
+    an early op's int8 output can be fine against its own spread and still move the logits most, because the
+    network amplifies what reaches its early feature maps. On the pretrained recipe's Lite0 (2026-12-07) the stem's
+    and block 1a's outputs had the smallest own error of all 69 ops (0.003) and the largest effect alone (0.063 of
+    the logits' spread): ranked by own error, the search needed 64 of 69 ops in float to pass the gate.
+
+    Returns `(model bytes, record)`: record has "passed", "float_ops" (names), "ranking" (the 20 worst ops with
+    both figures), "unmeasured", "debug_images" and "trials" (n, passed); without a passing n, the last (largest)
+    one tried.
     """
     log = log or (lambda message: None)
     debugger, rows, debugged = _debugger(saved_model_dir, representative, debug_images)
-    rows, unmeasured = rank_by_noise(row for row in rows if not any(part in row["tensor_name"] for part in skip))
+    rows = [row for row in rows if not any(part in row["tensor_name"] for part in skip)]
+    names = list(dict.fromkeys(row["tensor_name"] for row in rows))
+    own = {row["tensor_name"]: _figure(row) for row in rows}
+    images = [np.asarray(image, dtype="float32") for image in list(representative)[:debug_images]]
+    effect = output_error_alone(debugger, names, convert(saved_model_dir, "float32"), images, skip)
+    ranking, unmeasured = rank_ops(effect)
     if unmeasured:
-        log(f"mixed int8: {len(unmeasured)} op(s) not measured (the debugger's float values are not finite), "
-            f"ranked last: {', '.join(unmeasured[:3])}{' ...' if len(unmeasured) > 3 else ''}")
-    ranking = list(dict.fromkeys(row["tensor_name"] for row in rows))
+        log(f"mixed int8: {len(unmeasured)} op(s) not measured (the outputs are not finite), ranked last: "
+            f"{', '.join(unmeasured[:3])}{' ...' if len(unmeasured) > 3 else ''}")
     # Only two models can be returned, so only two are held (each up to the float model's size): the smallest
     # passing count's and the largest failing one's. A new pass is always below the last (bisection lowers it), a
     # new failure always above the last, so each replaces its predecessor.
@@ -157,11 +169,46 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
         else:
             low = middle
     chosen = high if high is not None else low
+    op_of = {row["tensor_name"]: row["op_name"] for row in rows}
     record = {"passed": high is not None, "float_ops": ranking[:chosen], "ops_ranked": len(ranking),
-              "ranking": [{"op": row["op_name"], "tensor": row["tensor_name"],
-                           "noise_to_signal": _figure(row)} for row in rows[:20]],
+              "ranked_by": "output error with the op alone in int8 (RMS change over SD, the better output)",
+              "ranking": [{"op": op_of[name], "tensor": name, "output_error": _finite(effect[name]),
+                           "noise_to_signal": own[name]} for name in ranking[:20]],
               "unmeasured": unmeasured, "debug_images": debugged, "trials": trials}
     return kept[high is not None], record
+
+
+def output_error_alone(debugger, names, float_model, images, skip=("ood_score",)):
+    """`{name: figure}`: per op, how far the outputs move when that op alone is int8 (every other op of `names` in
+    float), against `float_model` (bytes of the float32 conversion) on `images` ((1, H, W, C) arrays).
+
+    An output's figure is the RMS change of each channel over its SD across `images`, averaged over channels
+    (a constant channel is left out); the op's figure is the smallest over the outputs whose names contain no
+    `skip` part: the gate reads an int8 file through its better output (`probs`, or `logits` with the sigmoid on
+    the host), so an op that only coarsens the other one costs nothing. NaN when no output is finite."""
+    reference = _outputs(float_model, images, skip)
+    figures = {}
+    for name in names:
+        candidate = _outputs(_with_float_ops(debugger, [other for other in names if other != name]), images, skip)
+        figures[name] = min((_relative_rms(candidate[key], reference[key]) for key in reference), default=np.nan)
+    return figures
+
+
+def _outputs(data, images, skip):
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=data).get_signature_runner("serve")
+    results = [runner(image=image) for image in images]
+    return {key: np.concatenate([np.asarray(result[key], "float64").reshape(1, -1) for result in results])
+            for key in results[0] if not any(part in key for part in skip)}
+
+
+def _relative_rms(candidate, reference):
+    spread = reference.std(0)
+    varying = spread > 0
+    if not np.all(np.isfinite(candidate)) or not varying.any():
+        return np.nan
+    return float(np.mean(np.sqrt(((candidate - reference) ** 2).mean(0))[varying] / spread[varying]))
 
 
 def int8_by_part(saved_model_dir, representative, part_of, debug_images=8):
@@ -232,19 +279,22 @@ def _with_float_ops(debugger, names):
         return debugger.get_nondebug_quantized_model()
 
 
-def rank_by_noise(rows):
-    """`(rows, unmeasured)`: the debugger's rows (dicts with "tensor_name" and "noise_to_signal") worst first, those
-    without a figure (NaN: `noise_to_signal` had nothing to measure) last; `unmeasured` names the latter."""
-    rows = list(rows)
-    unmeasured = [row["tensor_name"] for row in rows if _figure(row) is None]
-    rows.sort(key=lambda row: (_figure(row) is None, -(_figure(row) or 0.0)))
-    return rows, unmeasured
+def rank_ops(figures):
+    """`(names, unmeasured)`: the ops of `{name: figure}` worst (largest) first, those without a figure (NaN: nothing
+    to measure) last; `unmeasured` names the latter. Ties keep their order (the graph's)."""
+    unmeasured = [name for name, figure in figures.items() if _finite(figure) is None]
+    names = sorted(figures, key=lambda name: (_finite(figures[name]) is None, -(_finite(figures[name]) or 0.0)))
+    return names, unmeasured
 
 
 def _figure(row):
-    """A row's noise-to-signal ratio, None where it is NaN (a manifest is JSON: no NaN in it)."""
-    value = float(row["noise_to_signal"])
-    return None if np.isnan(value) else value
+    """A debugger row's noise-to-signal ratio, None where it is NaN."""
+    return _finite(float(row["noise_to_signal"]))
+
+
+def _finite(value):
+    """`value`, or None where it is NaN (a manifest is JSON: no NaN in it)."""
+    return None if value is None or np.isnan(value) else float(value)
 
 
 def _first_reason(error):

@@ -5,8 +5,8 @@ agreement of the decisions at the thresholds, for every artifact. float32 artifa
 <= 1e-4. Quantized ones pass that bound or the non-inferiority test of their AUCs
 (`stats.noninferiority`: per class and macro, the AUC change with its paired patient-bootstrap
 one-sided bounds and DeLong p-value; pass / fail / not shown / not judged), the one AUC implementation
-of the library (`stats.ranking`). An int8 file is measured twice: from its `probs` output (a sigmoid
-with 256 levels) and from its `logits` with the sigmoid on the host; the better path is named in
+of the library (`stats.ranking`). An int8 file (full or mixed) is measured twice: from its `probs` output (a
+sigmoid with 256 levels) and from its `logits` with the sigmoid on the host; the better path is named in
 `use_output`. `decision_figures` adds, at the thresholds each model is deployed with, the share of
 decisions that flip per class and both models' sensitivity and specificity with CIs.
 """
@@ -35,18 +35,18 @@ def artifact_parity(gate_kind, variant, reference, outputs, labels, names, thres
 
     Args:
         gate_kind: "exact" or "quantized" (the format's or TFLite variant's, from their tables).
-        variant: the TFLite variant ("int8" is read through both its outputs) or "float32".
+        variant: the TFLite variant ("int8" and "int8_mixed" are read through both their outputs) or "float32".
         reference: (N, C) probabilities of the Keras float model; `outputs` the artifact's on the same images.
         labels: (N, C) 0/1; `names` the C classes; `thresholds` C values (None: not screened).
         gates: `{"exact": {...}, "quantized": {...}}` (default `GATES`).
         patient_id: (N,) ids for the bootstrap (None: images are resampled).
     """
-    from keras_mamsf.export.litert import INT8
+    from keras_mamsf.export.litert import INT8, MIXED
     from keras_mamsf.inference.runners import sigmoid
 
     gate = dict((gates or GATES)[gate_kind])
     scores = {"probs": outputs["probs"]}
-    if variant == INT8:
+    if variant in (INT8, MIXED):  # a mixed file's sigmoid may be one of its int8 ops
         scores["logits"] = sigmoid(outputs["logits"])
     paths = {name: compare(reference, value, names, thresholds) for name, value in scores.items()}
     close = {name: figures["max_dp"] <= gate["max_dp"] for name, figures in paths.items()}
