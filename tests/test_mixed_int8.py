@@ -1,5 +1,6 @@
 """The mixed int8 search (`litert.mixed_int8`): the ops ranked by how far the outputs move with each alone in int8, the
-n worst kept in float for n = 1, 2, 4, ... until the gate passes, then bisected to the smallest passing n."""
+n worst kept in float for n = 1, 2, 4, ... until the exporter's criterion accepts, then bisected to the smallest
+accepted n."""
 
 import numpy as np
 import pytest
@@ -133,3 +134,65 @@ def test_int8_by_part_quantizes_one_part_at_a_time(saved_model):
 
     kept = {name: ops for name, ops, _ in litert.int8_by_part(path, images, pooled_apart, debug_images=4)}
     assert kept["weights only"] == 1 and kept["all"] == counts["all"]  # the pooling's Mean, int8 in every model
+
+
+def _job(reference, labels, thresholds, rule=None, limit=0.02):
+    import types
+
+    held_out = {"reference_scores": reference, "labels": labels, "images": np.zeros((len(labels), 1)),
+                "source": "synthetic", "real": True, "patient_id": np.arange(len(labels))}
+    messages = []
+    job = types.SimpleNamespace(held_out=held_out, labels=["a", "b"], thresholds=thresholds, rule=rule,
+                                mixed_max_flipped=limit, log=messages.append, work=None)
+    return job, messages
+
+
+def test_a_mixed_candidate_must_also_keep_the_float_models_calls(monkeypatch, tmp_path):
+    """The mixed search's criterion (`exporter._passes`): the gate, then at most `mixed_max_flipped` of the calls
+    flipped per screened class on average, at the thresholds the file would be deployed with; class "b" is screened
+    by neither model and does not count."""
+    from keras_mamsf.export import exporter
+
+    rng = np.random.default_rng(1)
+    reference = rng.random((400, 2))
+    labels = (rng.random((400, 2)) < 0.3).astype(int)
+    candidate = reference.copy()
+    candidate[:12, 0] = 1 - reference[:12, 0]  # moves some calls at 0.5 across it
+    thresholds = {"a": 0.5, "b": None}
+    flipped = np.mean((reference[:, 0] >= 0.5) != (candidate[:, 0] >= 0.5))
+    assert 0.005 < flipped <= 0.03
+    job, messages = _job(reference, labels, thresholds, limit=flipped - 1e-9)
+    job.work = str(tmp_path)
+    verdicts = iter([{"status": "failed"}, {"status": "passed"}, {"status": "passed"}])
+    monkeypatch.setattr(exporter, "_verify", lambda path, gate, variant, job: (next(verdicts), candidate))
+    assert not exporter._passes(b"", "model_int8_mixed.tflite", job)  # the gate first
+    assert not exporter._passes(b"", "model_int8_mixed.tflite", job)
+    assert messages == [f"model_int8_mixed.tflite: the candidate passes the gate, but its calls flip on {flipped:.2%} "
+                        f"of the val images per screened class (at most {flipped - 1e-9:.2%})"]
+    job.mixed_max_flipped = flipped
+    assert exporter._passes(b"", "model_int8_mixed.tflite", job)
+
+
+def test_the_flips_are_counted_at_the_files_own_thresholds_under_a_rule():
+    """With a threshold rule the candidate is judged at the thresholds it would get (`_own_thresholds`: the rule on
+    its own scores, the float model's kept where met), not at the float model's."""
+    from keras_mamsf.export import exporter
+    from keras_mamsf.stats.thresholds import keep_reference_where_met, threshold_record
+
+    rng = np.random.default_rng(2)
+    labels = np.zeros((600, 2), int)
+    labels[:90] = 1
+    reference = 1 / (1 + np.exp(-(rng.normal(size=(600, 2)) + 2 * labels)))
+    candidate = 1 / (1 + np.exp(-(np.log(reference / (1 - reference)) + rng.normal(0, 0.3, reference.shape))))
+    floats = threshold_record(labels, reference, ["a", "b"], "guaranteed")["thresholds"]
+    rule = {"rule": "guaranteed", "min_sensitivity": 0.9, "delta": 0.05}
+    job, _ = _job(reference, labels, floats, rule=rule)
+    own = keep_reference_where_met(threshold_record(labels, candidate, ["a", "b"], "guaranteed"), labels, candidate,
+                                   ["a", "b"], floats)["thresholds"]
+    expected = np.mean([np.mean((reference[:, c] >= floats[k]) != (candidate[:, c] >= own[k]))
+                        for c, k in enumerate("ab")])
+    assert exporter._mean_flipped("model_int8_mixed.tflite", candidate, job) == pytest.approx(expected)
+    job.rule = None  # no rule: the float model's thresholds
+    at_floats = np.mean([np.mean((reference[:, c] >= floats[k]) != (candidate[:, c] >= floats[k]))
+                         for c, k in enumerate("ab")])
+    assert exporter._mean_flipped("model_int8_mixed.tflite", candidate, job) == pytest.approx(at_floats)

@@ -55,6 +55,10 @@ def add_arguments(parser, formats=True):
     parser.add_argument("--mixed", action=argparse.BooleanOptionalAction, default=True,
                         help="when full int8 fails its gate, also write model_int8_mixed.tflite: int8 with the ops "
                         "that lose the most kept in float, as few as pass the gate (for Android/CPU; default: on)")
+    parser.add_argument("--mixed-max-flipped", type=float, default=None, metavar="SHARE",
+                        help="the mixed file must also call as the float model does, at its thresholds, on all but "
+                        "this share of the validation images per screened class, on average (default: 0.02; 1: the "
+                        "gate alone)")
     parser.add_argument("--int8-rounding", choices=["gptq", "nearest"], default="gptq",
                         help="how int8 weights are rounded: gptq (default: with error feedback on the calibration "
                         "films, so that layer outputs keep closer to float) or nearest (the converter's own)")
@@ -73,7 +77,7 @@ def add_arguments(parser, formats=True):
 
 
 def run(args, formats=None):
-    from keras_mamsf.export.exporter import export_model, parse_formats
+    from keras_mamsf.export.exporter import MIXED_MAX_FLIPPED, export_model, parse_formats
     from keras_mamsf.export.gates import GATES
     from keras_mamsf.export.litert import parse_variants
 
@@ -81,6 +85,9 @@ def run(args, formats=None):
         raise ValueError("--calibration-images and --parity-images must be >= 1")
     if args.ood_alpha is not None and not 0.0 < args.ood_alpha < 1.0:
         raise ValueError(f"--ood-alpha must be in (0, 1), got {args.ood_alpha}")
+    mixed_max_flipped = MIXED_MAX_FLIPPED if args.mixed_max_flipped is None else args.mixed_max_flipped
+    if not 0.0 <= mixed_max_flipped <= 1.0:
+        raise ValueError(f"--mixed-max-flipped is a share of the images, in [0, 1]; got {mixed_max_flipped}")
     if args.max_dp < 0 or args.margin <= 0 or args.min_positives < 1:
         raise ValueError(f"gates: --max-dp must be >= 0, --margin > 0 and --min-positives >= 1 (got {args.max_dp}, "
                          f"{args.margin}, {args.min_positives})")
@@ -95,6 +102,7 @@ def run(args, formats=None):
         io_type=args.io_type, thresholds_path=args.thresholds, calibration_images=args.calibration_images,
         parity_images=args.parity_images, seed=args.seed, gates=gates, keep_failed=args.keep_failed,
         guard_path=args.guard, ood_alpha=args.ood_alpha, mixed=args.mixed, int8_rounding=args.int8_rounding,
+        mixed_max_flipped=mixed_max_flipped,
         log=None if args.json else (lambda message: print(message, file=sys.stderr)),
     )
     if args.json:

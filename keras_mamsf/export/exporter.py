@@ -62,6 +62,10 @@ FORMATS = tuple(fmt.name for fmt in EXPORT_FORMATS)
 ONNX_OPSET = 17
 
 
+# The mixed file is the fallback that stays close to the float model: at most this share of its calls may flip.
+MIXED_MAX_FLIPPED = 0.02
+
+
 def tflite_name(variant):
     return TFLITE.artifact_name(variant)
 
@@ -80,7 +84,7 @@ def parse_formats(text):
 def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibration_data=None, parity_data=None,
                  verify=True, io_type="uint8", thresholds_path=None, calibration_images=300, parity_images=None,
                  seed=0, gates=None, log=None, keep_failed=True, guard_path=None, ood_alpha=None, mixed=True,
-                 int8_rounding="gptq"):
+                 int8_rounding="gptq", mixed_max_flipped=MIXED_MAX_FLIPPED):
     """Writes the artifacts, `labels.txt` and `manifest.json` into `out_dir`; returns the manifest
     with `ok` (every artifact converted and passed its gate) and `failed` (their names).
 
@@ -95,7 +99,9 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     nothing real.
 
     `parity_images`: at most this many validation images (a seeded sample; None: all). `gates`: the bounds
-    of `gates.GATES`. `mixed`: when full int8 fails its gate, also write `model_int8_mixed.tflite`.
+    of `gates.GATES`. `mixed`: when full int8 fails its gate, also write `model_int8_mixed.tflite`, with the
+    fewest ops in float that pass the gate and whose calls at its thresholds differ from the float model's on at
+    most `mixed_max_flipped` of the parity images per screened class, on average (1: the gate alone).
     `int8_rounding`: how the int8 files' weights are rounded: "gptq" (default; with error feedback on the
     calibration films, `weight_rounding.rounded_for_int8`) or "nearest" (the converter's own rounding)."""
     from keras_mamsf.labels import CHESTXRAY14_LABELS
@@ -172,7 +178,7 @@ def export_model(model_path, out_dir, formats=FORMATS, quantize=None, calibratio
     job = types.SimpleNamespace(held_out=held_out, labels=labels, thresholds=thresholds, gates=gates, log=log,
                                 ood_threshold=guard.threshold, rule=rule, variants=variants, mixed=mixed,
                                 calibration=calibration, io_type=io_type, work=work, seed=seed, test_time_flip=flip,
-                                int8_rounding=int8_rounding, int8_weights=None)
+                                int8_rounding=int8_rounding, int8_weights=None, mixed_max_flipped=mixed_max_flipped)
     try:
         for fmt in formats:
             record["artifacts"].update(CONVERTERS[fmt](graph, out_dir, job))
@@ -407,7 +413,8 @@ def _tflite(batch_one, variant, out_dir, job):
     search = None
     try:
         if variant == litert.MIXED:
-            job.log(f"{name}: full int8 failed its gate; keeping its worst ops in float until the gate passes")
+            job.log(f"{name}: full int8 failed its gate; keeping its worst ops in float until the file passes the gate "
+                    "and keeps the float model's calls")
             data, search = litert.mixed_int8(batch_one, representative, lambda data: _passes(data, name, job),
                                              log=job.log)
         else:
@@ -422,7 +429,7 @@ def _tflite(batch_one, variant, out_dir, job):
     tensors = _io_details(path)
     extra = {"signature": SIGNATURE, **tensors, "ops": edgetpu.opcodes(edgetpu.read_model(data))}
     if search is not None:
-        extra["mixed"] = search
+        extra["mixed"] = dict(search, max_flipped=job.mixed_max_flipped)
     if variant != "float32" and job.rule and scores is not None and job.held_out["real"]:
         chosen = extra["thresholds"] = _own_thresholds(name, scores, job)
         kept, screened = chosen["kept_reference"], sum(value is not None for value in chosen["values"].values())
@@ -445,12 +452,34 @@ def _tflite(batch_one, variant, out_dir, job):
 
 
 def _passes(data, name, job):
-    """Whether a candidate TFLite model (bytes) passes the quantized gate on the parity set (the mixed search)."""
+    """Whether a candidate TFLite model (bytes) passes the quantized gate on the parity set and, at the thresholds
+    it would be deployed with, flips at most `job.mixed_max_flipped` of the float model's calls per screened class
+    on average (the mixed search)."""
     path = os.path.join(job.work, f"candidate_{name}")
     with open(path, "wb") as handle:
         handle.write(data)
-    check, _ = _verify(path, litert.GATE_OF[litert.MIXED], litert.MIXED, job)
-    return check["status"] == "passed"
+    check, scores = _verify(path, litert.GATE_OF[litert.MIXED], litert.MIXED, job)
+    if check["status"] != "passed":
+        return False
+    flipped = _mean_flipped(name, scores, job)
+    if flipped is not None and flipped > job.mixed_max_flipped:
+        job.log(f"{name}: the candidate passes the gate, but its calls flip on {flipped:.2%} of the val images per "
+                f"screened class (at most {job.mixed_max_flipped:.2%})")
+        return False
+    return True
+
+
+def _mean_flipped(name, scores, job):
+    """The mean over the screened classes of the share of parity images a quantized file calls differently from
+    the float model, each at its deployed thresholds (the file's as `_own_thresholds` chooses them); None where
+    no class is screened."""
+    own = job.thresholds
+    if job.rule and job.held_out["real"]:
+        own = _own_thresholds(name, scores, job)["values"]
+    flipped = parity.flipped_calls(job.held_out["reference_scores"], scores, job.labels,
+                                   [job.thresholds[label] for label in job.labels],
+                                   [own[label] for label in job.labels])
+    return float(np.mean(list(flipped.values()))) if flipped else None
 
 
 def _io_details(path):

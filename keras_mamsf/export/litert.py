@@ -112,12 +112,13 @@ def noise_to_signal(float_value, quantized_value, scale, zero_point):
 
 
 def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_trials=12, log=None, skip=("ood_score",)):
-    """int8 with the fewest ops kept in float that `passes(model_bytes) -> bool` accepts (the parity gate).
+    """int8 with the fewest ops kept in float that `passes(model_bytes) -> bool` accepts (the exporter's: the parity
+    gate, and the calls kept close to the float model's).
 
     The ops are ranked by what each does to the model's outputs when it alone is int8 (`output_error_alone`, on
     `debug_images` calibration images; ops whose names contain a `skip` part, such as the OOD guard's, stay int8),
     and the n worst are kept in float (TFLite's QuantizationDebugger's denylisting, on one calibration): n = 1, 2,
-    4, ... until the gate passes, then bisected down to the smallest passing n. One op at a time would take
+    4, ... until `passes` accepts, then bisected down to the smallest accepted n. One op at a time would take
     hundreds of conversions when the error is spread over the network; doubling then bisecting takes about 2 log2(n).
     At least one ranked op stays int8: every op in float is the float model, not a mixed int8 file.
 
@@ -152,7 +153,7 @@ def mixed_int8(saved_model_dir, representative, passes, debug_images=16, max_tri
         ok = bool(passes(data))
         trials.append({"float_ops": count, "passed": ok})
         kept[ok] = data
-        log(f"mixed int8: {count} of {len(ranking)} ops in float: {'passes' if ok else 'fails'} the gate")
+        log(f"mixed int8: {count} of {len(ranking)} ops in float: {'accepted' if ok else 'not accepted'}")
         return ok
 
     most = len(ranking) - 1

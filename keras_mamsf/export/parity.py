@@ -84,6 +84,15 @@ def decision_figures(labels, reference, candidate, names, reference_thresholds, 
     from keras_mamsf.stats.thresholds import operating_points
 
     reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
+    return {"flipped": flipped_calls(reference, candidate, names, reference_thresholds, candidate_thresholds),
+            "reference": operating_points(labels, reference, reference_thresholds, names, patient_id, n_boot, seed),
+            "candidate": operating_points(labels, candidate, candidate_thresholds, names, patient_id, n_boot, seed)}
+
+
+def flipped_calls(reference, candidate, names, reference_thresholds, candidate_thresholds):
+    """`{label: share}`: per class the share of images called differently by the two models, each at its own
+    threshold (None: never called); a class screened by neither is left out."""
+    reference, candidate = np.asarray(reference, "float64"), np.asarray(candidate, "float64")
     flipped = {}
     for c, name in enumerate(names):
         before, after = reference_thresholds[c], candidate_thresholds[c]
@@ -92,9 +101,7 @@ def decision_figures(labels, reference, candidate, names, reference_thresholds, 
         called = reference[:, c] >= before if before is not None else np.zeros(len(reference), bool)
         called_now = candidate[:, c] >= after if after is not None else np.zeros(len(candidate), bool)
         flipped[name] = float(np.mean(called != called_now))
-    return {"flipped": flipped,
-            "reference": operating_points(labels, reference, reference_thresholds, names, patient_id, n_boot, seed),
-            "candidate": operating_points(labels, candidate, candidate_thresholds, names, patient_id, n_boot, seed)}
+    return flipped
 
 
 def ood_parity(reference, candidate, threshold):
