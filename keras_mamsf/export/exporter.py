@@ -430,13 +430,14 @@ def _tflite(batch_one, variant, out_dir, job):
     extra = {"signature": SIGNATURE, **tensors, "ops": edgetpu.opcodes(edgetpu.read_model(data))}
     if search is not None:
         extra["mixed"] = dict(search, max_flipped=job.mixed_max_flipped)
-    if variant != "float32" and job.rule and scores is not None and job.held_out["real"]:
-        chosen = extra["thresholds"] = _own_thresholds(name, scores, job)
+    chosen = _deployed_thresholds(name, scores, job) if variant != "float32" else None
+    if chosen is not None:
+        extra["thresholds"] = chosen
         kept, screened = chosen["kept_reference"], sum(value is not None for value in chosen["values"].values())
         job.log(f"{name}: thresholds chosen again on its own scores ({chosen['chosen_on']}); the float "
                 f"model's kept where the file meets the rule there: {len(kept)} of {screened} screened classes")
     if scores is not None and check.get("noninferiority"):
-        own = (extra.get("thresholds") or {}).get("values") or job.thresholds
+        own = chosen["values"] if chosen is not None else job.thresholds
         check["decisions"] = parity.decision_figures(
             job.held_out["labels"], job.held_out["reference_scores"], scores, job.labels,
             [job.thresholds[label] for label in job.labels], [own[label] for label in job.labels],
@@ -461,6 +462,8 @@ def _passes(data, name, job):
     check, scores = _verify(path, litert.GATE_OF[litert.MIXED], litert.MIXED, job)
     if check["status"] != "passed":
         return False
+    if job.mixed_max_flipped >= 1:  # the gate alone: no share of flipped calls can exceed it
+        return True
     flipped = _mean_flipped(name, scores, job)
     if flipped is not None and flipped > job.mixed_max_flipped:
         job.log(f"{name}: the candidate passes the gate, but its calls flip on {flipped:.2%} of the val images per "
@@ -469,13 +472,19 @@ def _passes(data, name, job):
     return True
 
 
+def _deployed_thresholds(name, scores, job):
+    """The thresholds record a quantized file `name` is deployed with (`_own_thresholds`), or None where it keeps
+    the float model's: no rule to choose them by, no scores, or synthetic parity images."""
+    if job.rule and scores is not None and job.held_out["real"]:
+        return _own_thresholds(name, scores, job)
+    return None
+
+
 def _mean_flipped(name, scores, job):
     """The mean over the screened classes of the share of parity images a quantized file calls differently from
-    the float model, each at its deployed thresholds (the file's as `_own_thresholds` chooses them); None where
-    no class is screened."""
-    own = job.thresholds
-    if job.rule and job.held_out["real"]:
-        own = _own_thresholds(name, scores, job)["values"]
+    the float model, each at its deployed thresholds (`_deployed_thresholds`); None where no class is screened."""
+    chosen = _deployed_thresholds(name, scores, job)
+    own = chosen["values"] if chosen is not None else job.thresholds
     flipped = parity.flipped_calls(job.held_out["reference_scores"], scores, job.labels,
                                    [job.thresholds[label] for label in job.labels],
                                    [own[label] for label in job.labels])
